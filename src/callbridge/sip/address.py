@@ -1,0 +1,32 @@
+"""Transport addresses shared by the sans-IO core and the socket drivers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .uri import SipUri
+
+TRANSPORTS = ("udp", "tcp", "tls")
+
+
+@dataclass(frozen=True, slots=True)
+class Address:
+    """Where a message came from or goes to. ``host`` may be a DNS name until the driver resolves it."""
+
+    host: str
+    port: int
+    transport: str = "udp"
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.transport}:{host}:{self.port}"
+
+
+def address_for_uri(uri: SipUri) -> Address:
+    """RFC 3263 §4.1–4.2 without DNS: transport from the URI, default port per transport."""
+    transport = uri.transport or ("tls" if uri.scheme == "sips" else "udp")
+    if transport not in TRANSPORTS:
+        transport = "udp"
+    host, _ = uri.host_port()
+    port = uri.port or (5061 if transport == "tls" else 5060)
+    return Address(host, port, transport)

@@ -1,0 +1,487 @@
+"""SIP transactions (RFC 3261 §17, with the RFC 6026 2xx fixes), sans-IO.
+
+The layer never reads a clock or touches a socket. The driver:
+
+* calls :meth:`TransactionLayer.receive_request` / ``receive_response`` with
+  parsed messages, the source address and ``now``;
+* sends what :meth:`TransactionLayer.datagrams_to_send` returns;
+* re-arms one timer at :meth:`TransactionLayer.next_deadline` and calls
+  :meth:`TransactionLayer.handle_timer` when it fires;
+* pops :meth:`TransactionLayer.next_event` to hand results to the UA core.
+
+Addresses are opaque to this module apart from ``.transport`` (reliability)
+and being hashable.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from .grammar import split_quoted
+from .headers import Headers
+from .message import Request, Response, make_response
+
+# RFC 3261 §17.1.1.1 / Table 4: timer base values (seconds).
+T1 = 0.5  # RTT estimate
+T2 = 4.0  # cap for non-INVITE request and INVITE response retransmit intervals
+T4 = 5.0  # how long a message may live in the network
+# RFC 3261 §17.1.1.2: Timer D is at least 32 s on unreliable transports.
+TIMER_D_UNRELIABLE = 32.0
+# RFC 3261 §8.1.1.7: branches from RFC 3261 elements start with this cookie.
+MAGIC_COOKIE = "z9hG4bK"
+
+
+class State(enum.Enum):
+    TRYING = "trying"
+    CALLING = "calling"
+    PROCEEDING = "proceeding"
+    ACCEPTED = "accepted"  # RFC 6026 §7.1: INVITE answered with 2xx
+    COMPLETED = "completed"
+    CONFIRMED = "confirmed"
+    TERMINATED = "terminated"
+
+
+def is_reliable(address: Any) -> bool:
+    return getattr(address, "transport", "udp") != "udp"
+
+
+# -- events handed to the UA core ---------------------------------------------
+
+
+@dataclass(slots=True)
+class RequestReceived:
+    """A new request for the UA core. ``transaction`` is None for ACK to a 2xx."""
+
+    request: Request
+    source: Any
+    transaction: "ServerTransaction | None"
+
+
+@dataclass(slots=True)
+class ResponseReceived:
+    response: Response
+    transaction: "ClientTransaction"
+
+
+@dataclass(slots=True)
+class TransactionTimedOut:
+    """Timer B/F (no response), H (no ACK for a non-2xx) or L-without-ACK (2xx).
+
+    ``reason`` names the timer so the UA core can tell a dead peer (B/F) from
+    a lost ACK (H, or ``no-ack`` for a 2xx, RFC 3261 §13.3.1.4).
+    """
+
+    transaction: "ServerTransaction | ClientTransaction"
+    reason: str
+
+
+Event = RequestReceived | ResponseReceived | TransactionTimedOut
+
+
+# -- transactions --------------------------------------------------------------
+
+
+def server_key(request: Request) -> tuple:
+    """RFC 3261 §17.2.3 matching key for a server transaction."""
+    via = request.top_via
+    method = "INVITE" if request.method == "ACK" else request.method
+    branch = via.branch or ""
+    if branch.startswith(MAGIC_COOKIE):
+        return (branch, via.host, via.port, method)
+    # RFC 2543 peers: fall back to the dialog-ish identifiers of §17.2.3.
+    return ("2543", request.call_id, request.from_addr.tag, request.cseq.number, method, via.host, via.port)
+
+
+def client_key(branch: str, method: str) -> tuple:
+    """RFC 3261 §17.1.3: branch plus CSeq method ("ACK" never has its own)."""
+    return (branch, "INVITE" if method == "ACK" else method)
+
+
+@dataclass(eq=False, slots=True)
+class ServerTransaction:
+    request: Request
+    source: Any
+    key: tuple
+    reliable: bool
+    state: State
+    last_response: Response | None = None
+    last_wire: bytes | None = None
+    response_destination: Any = None
+    timers: dict[str, float] = field(default_factory=dict)
+    retransmit_interval: float = T1
+    # UA-core data rides along (dialog, 100rel bookkeeping...).
+    context: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_invite(self) -> bool:
+        return self.request.method == "INVITE"
+
+    @property
+    def final_sent(self) -> bool:
+        return self.last_response is not None and self.last_response.status >= 200
+
+
+@dataclass(eq=False, slots=True)
+class ClientTransaction:
+    request: Request
+    destination: Any
+    key: tuple
+    reliable: bool
+    state: State
+    wire: bytes
+    timers: dict[str, float] = field(default_factory=dict)
+    retransmit_interval: float = T1
+    ack_wire: bytes | None = None
+    last_response: Response | None = None
+    context: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_invite(self) -> bool:
+        return self.request.method == "INVITE"
+
+
+class TransactionLayer:
+    """All client and server transactions of one SIP endpoint."""
+
+    def __init__(self, *, t1: float = T1, t2: float = T2, t4: float = T4) -> None:
+        self.t1, self.t2, self.t4 = t1, t2, t4
+        self._server: dict[tuple, ServerTransaction] = {}
+        self._client: dict[tuple, ClientTransaction] = {}
+        # (Call-ID, CSeq number) → INVITE server transaction awaiting the ACK to its 2xx.
+        self._awaiting_ack: dict[tuple[str, int], ServerTransaction] = {}
+        self._outbox: list[tuple[bytes, Any]] = []
+        self._events: deque[Event] = deque()
+
+    # -- driver interface -------------------------------------------------------
+
+    def datagrams_to_send(self) -> list[tuple[bytes, Any]]:
+        out, self._outbox = self._outbox, []
+        return out
+
+    def next_event(self) -> Event | None:
+        return self._events.popleft() if self._events else None
+
+    def next_deadline(self) -> float | None:
+        deadlines = [d for tx in self._all() for d in tx.timers.values()]
+        return min(deadlines) if deadlines else None
+
+    def handle_timer(self, now: float) -> None:
+        for tx in list(self._all()):
+            for name, deadline in sorted(tx.timers.items(), key=lambda item: item[1]):
+                if deadline <= now and name in tx.timers:
+                    del tx.timers[name]
+                    if isinstance(tx, ServerTransaction):
+                        self._server_timer(tx, name, now)
+                    else:
+                        self._client_timer(tx, name, now)
+
+    @property
+    def counts(self) -> tuple[int, int]:
+        return len(self._server), len(self._client)
+
+    def _all(self):
+        yield from self._server.values()
+        yield from self._client.values()
+
+    # -- server side (RFC 3261 §17.2) -----------------------------------------
+
+    def receive_request(self, request: Request, source: Any, now: float) -> None:
+        key = server_key(request)
+        tx = self._server.get(key)
+        if request.method == "ACK":
+            self._receive_ack(request, source, key, tx, now)
+            return
+        if tx is not None:
+            # A retransmission: absorb it and repeat the last response, if any
+            # (§17.2.1 Proceeding/Completed, §17.2.2, RFC 6026 §7.1 Accepted).
+            if tx.last_wire is not None and tx.state is not State.CONFIRMED:
+                self._outbox.append((tx.last_wire, tx.response_destination))
+            return
+        reliable = is_reliable(source)
+        tx = ServerTransaction(
+            request=request,
+            source=source,
+            key=key,
+            reliable=reliable,
+            state=State.PROCEEDING if request.method == "INVITE" else State.TRYING,
+            response_destination=response_destination(request, source),
+        )
+        self._server[key] = tx
+        self._events.append(RequestReceived(request, source, tx))
+
+    def _receive_ack(self, ack: Request, source: Any, key: tuple, tx: ServerTransaction | None, now: float) -> None:
+        if tx is not None and tx.state is State.COMPLETED:
+            # §17.2.1: ACK for a non-2xx final response ends retransmissions.
+            tx.state = State.CONFIRMED
+            tx.timers.pop("G", None)
+            tx.timers.pop("H", None)
+            tx.timers["I"] = now + (0.0 if tx.reliable else self.t4)
+            return
+        if tx is not None and tx.state is State.CONFIRMED:
+            return  # retransmitted ACK: absorbed
+        # ACK for a 2xx is its own transaction (§17.1.1.3); stop our 2xx retransmits.
+        try:
+            pending = self._awaiting_ack.pop((ack.call_id, ack.cseq.number), None)
+        except ValueError:
+            pending = None
+        if pending is not None:
+            pending.timers.pop("G2xx", None)
+            pending.context["acked"] = True
+        self._events.append(RequestReceived(ack, source, None))
+
+    def respond(self, tx: ServerTransaction, response: Response, now: float) -> None:
+        """Send a response within ``tx`` and run the §17.2 state machine."""
+        if tx.state in (State.COMPLETED, State.CONFIRMED, State.TERMINATED, State.ACCEPTED):
+            return  # a final response has already been sent
+        wire = response.serialize()
+        tx.last_response, tx.last_wire = response, wire
+        self._outbox.append((wire, tx.response_destination))
+        if response.status < 200:
+            if tx.state is State.TRYING:
+                tx.state = State.PROCEEDING
+            return
+        if tx.is_invite and response.status < 300:
+            # RFC 6026 §7.1: stay to absorb INVITE retransmits; we (as the TU,
+            # §13.3.1.4) retransmit the 2xx until the ACK arrives.
+            tx.state = State.ACCEPTED
+            tx.timers["L"] = now + 64 * self.t1
+            tx.retransmit_interval = self.t1
+            tx.timers["G2xx"] = now + self.t1
+            self._awaiting_ack[(tx.request.call_id, tx.request.cseq.number)] = tx
+            return
+        tx.state = State.COMPLETED
+        if tx.is_invite:
+            if not tx.reliable:
+                tx.retransmit_interval = self.t1
+                tx.timers["G"] = now + self.t1
+            tx.timers["H"] = now + 64 * self.t1
+        else:
+            tx.timers["J"] = now + (0.0 if tx.reliable else 64 * self.t1)
+
+    def _server_timer(self, tx: ServerTransaction, name: str, now: float) -> None:
+        if name in ("G", "G2xx"):
+            # Timer G: the final response was lost, send it again with backoff.
+            # A 2xx is retransmitted even on TCP (§13.3.1.4: the TU does it end-to-end).
+            if tx.last_wire is not None:
+                self._outbox.append((tx.last_wire, tx.response_destination))
+            tx.retransmit_interval = min(2 * tx.retransmit_interval, self.t2)
+            tx.timers[name] = now + tx.retransmit_interval
+        elif name == "H":
+            self._terminate_server(tx)
+            self._events.append(TransactionTimedOut(tx, "H"))
+        elif name == "L":
+            acked = tx.context.get("acked", False)
+            self._terminate_server(tx)
+            if not acked:
+                self._events.append(TransactionTimedOut(tx, "no-ack"))
+        elif name in ("I", "J"):
+            self._terminate_server(tx)
+
+    def _terminate_server(self, tx: ServerTransaction) -> None:
+        tx.state = State.TERMINATED
+        tx.timers.clear()
+        self._server.pop(tx.key, None)
+        try:
+            key = (tx.request.call_id, tx.request.cseq.number)
+        except ValueError:
+            return
+        if self._awaiting_ack.get(key) is tx:
+            del self._awaiting_ack[key]
+
+    def find_server(self, request: Request) -> ServerTransaction | None:
+        """The server transaction a CANCEL refers to (RFC 3261 §9.2)."""
+        via = request.top_via
+        branch = via.branch or ""
+        if branch.startswith(MAGIC_COOKIE):
+            return self._server.get((branch, via.host, via.port, "INVITE"))
+        key = ("2543", request.call_id, request.from_addr.tag, request.cseq.number, "INVITE", via.host, via.port)
+        return self._server.get(key)
+
+    # -- client side (RFC 3261 §17.1) -----------------------------------------
+
+    def send_request(self, request: Request, destination: Any, now: float) -> ClientTransaction:
+        branch = request.top_via.branch or ""
+        key = client_key(branch, request.method)
+        reliable = is_reliable(destination)
+        wire = request.serialize()
+        invite = request.method == "INVITE"
+        tx = ClientTransaction(
+            request=request,
+            destination=destination,
+            key=key,
+            reliable=reliable,
+            state=State.CALLING if invite else State.TRYING,
+            wire=wire,
+        )
+        self._client[key] = tx
+        self._outbox.append((wire, destination))
+        if not reliable:
+            tx.timers["A" if invite else "E"] = now + self.t1
+        tx.timers["B" if invite else "F"] = now + 64 * self.t1
+        return tx
+
+    def send_ack_for_2xx(self, ack: Request, destination: Any) -> None:
+        """ACK to a 2xx is sent by the UA core outside any transaction (§13.2.2.4)."""
+        self._outbox.append((ack.serialize(), destination))
+
+    def send_stateless(self, response: Response, destination: Any) -> None:
+        """Responses that need no transaction: 400s to garbage, §8.2.6 stateless replies."""
+        self._outbox.append((response.serialize(), destination))
+
+    def receive_response(self, response: Response, now: float) -> None:
+        try:
+            via = response.top_via
+            key = client_key(via.branch or "", response.cseq.method)
+        except ValueError:
+            return
+        tx = self._client.get(key)
+        if tx is None:
+            return  # §18.1.2: stray responses are dropped
+        status = response.status
+        if tx.is_invite:
+            self._invite_client_response(tx, response, now)
+            return
+        if tx.state in (State.COMPLETED, State.TERMINATED):
+            return  # retransmitted final response: absorbed in Completed (§17.1.2.2)
+        tx.last_response = response
+        if status < 200:
+            tx.state = State.PROCEEDING
+        else:
+            tx.state = State.COMPLETED
+            tx.timers.pop("E", None)
+            tx.timers.pop("F", None)
+            tx.timers["K"] = now + (0.0 if tx.reliable else self.t4)
+        self._events.append(ResponseReceived(response, tx))
+
+    def _invite_client_response(self, tx: ClientTransaction, response: Response, now: float) -> None:
+        status = response.status
+        if tx.state is State.COMPLETED:
+            # §17.1.1.2: a retransmitted non-2xx final → ACK again, nothing up.
+            if status >= 300 and tx.ack_wire:
+                self._outbox.append((tx.ack_wire, tx.destination))
+            return
+        if tx.state is State.TERMINATED:
+            return
+        tx.last_response = response
+        if status < 200:
+            tx.state = State.PROCEEDING
+            tx.timers.pop("A", None)
+            # RFC 3261 §17.1.1.2 keeps Timer B running only in Calling; a
+            # provisional means the TU's own ringing timeout governs from here.
+            tx.timers.pop("B", None)
+        elif status < 300:
+            # RFC 6026 §7.2: Accepted; 2xx retransmits go up so the TU re-ACKs.
+            tx.state = State.ACCEPTED
+            tx.timers.pop("A", None)
+            tx.timers.pop("B", None)
+            tx.timers.setdefault("M", now + 64 * self.t1)
+        else:
+            tx.state = State.COMPLETED
+            tx.timers.pop("A", None)
+            tx.timers.pop("B", None)
+            tx.ack_wire = build_non2xx_ack(tx.request, response).serialize()
+            self._outbox.append((tx.ack_wire, tx.destination))
+            tx.timers["D"] = now + (0.0 if tx.reliable else TIMER_D_UNRELIABLE)
+        self._events.append(ResponseReceived(response, tx))
+
+    def _client_timer(self, tx: ClientTransaction, name: str, now: float) -> None:
+        if name in ("A", "E"):
+            self._outbox.append((tx.wire, tx.destination))
+            if name == "A":
+                tx.retransmit_interval *= 2  # Timer A doubles without a cap (§17.1.1.2)
+            else:
+                # Timer E caps at T2, and is T2 straight away in Proceeding (§17.1.2.2).
+                tx.retransmit_interval = min(2 * tx.retransmit_interval, self.t2)
+                if tx.state is State.PROCEEDING:
+                    tx.retransmit_interval = self.t2
+            tx.timers[name] = now + tx.retransmit_interval
+        elif name in ("B", "F"):
+            self._terminate_client(tx)
+            self._events.append(TransactionTimedOut(tx, name))
+        elif name in ("D", "K", "M"):
+            self._terminate_client(tx)
+
+    def _terminate_client(self, tx: ClientTransaction) -> None:
+        tx.state = State.TERMINATED
+        tx.timers.clear()
+        self._client.pop(tx.key, None)
+
+    def cancel_client(self, tx: ClientTransaction) -> None:
+        """Forget a client transaction early (e.g. the call was torn down)."""
+        self._terminate_client(tx)
+
+
+def response_destination(request: Request, source: Any) -> Any:
+    """Where responses go (RFC 3261 §18.2.2 with RFC 3581 §4 rport).
+
+    Streams answer on the connection the request came in on. Datagrams go to
+    the source address when the client asked for rport; otherwise to the
+    source IP and the Via port (the address it told us it listens on).
+    """
+    if is_reliable(source):
+        return source
+    via = request.top_via
+    if "rport" in via.params or via.port is None:
+        return source
+    if via.port == getattr(source, "port", None):
+        return source
+    return type(source)(source.host, via.port, source.transport) if hasattr(source, "host") else source
+
+
+def stamp_received(request: Request, source: Any) -> None:
+    """Add ``received``/``rport`` to the top Via (RFC 3261 §18.2.1, RFC 3581 §4)."""
+    vias = request.headers.get_all("Via")
+    if not vias or not hasattr(source, "host"):
+        return
+    top = request.top_via
+    changed = False
+    if top.host != source.host:
+        top.params["received"] = source.host
+        changed = True
+    if "rport" in top.params:
+        top.params["rport"] = str(source.port)
+        top.params.setdefault("received", source.host)
+        changed = True
+    if not changed:
+        return
+    # Rewrite only the first value of the first Via line; later hops stay verbatim.
+    parts = split_quoted(vias[0], ",")
+    parts[0] = str(top)
+    items = list(request.headers)
+    for index, (name, _) in enumerate(items):
+        if name == "Via":
+            items[index] = (name, ", ".join(part.strip() for part in parts))
+            break
+    request.headers = Headers(items)
+
+
+def build_non2xx_ack(invite: Request, response: Response) -> Request:
+    """RFC 3261 §17.1.1.3: the ACK for a 3xx–6xx reuses the INVITE's branch."""
+    ack = Request(method="ACK", uri=invite.uri)
+    ack.headers.add("Via", invite.headers.get_all("Via")[0])
+    for name in ("Route",):
+        for value in invite.headers.get_all(name):
+            ack.headers.add(name, value)
+    ack.headers.add("Max-Forwards", "70")
+    ack.headers.add("From", invite.headers.get("From") or "")
+    ack.headers.add("To", response.headers.get("To") or "")
+    ack.headers.add("Call-ID", invite.call_id)
+    ack.headers.add("CSeq", f"{invite.cseq.number} ACK")
+    return ack
+
+
+__all__ = [
+    "ClientTransaction",
+    "RequestReceived",
+    "ResponseReceived",
+    "ServerTransaction",
+    "State",
+    "TransactionLayer",
+    "TransactionTimedOut",
+    "build_non2xx_ack",
+    "make_response",
+    "stamp_received",
+]
