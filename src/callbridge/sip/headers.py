@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from functools import lru_cache
 
-from .grammar import split_quoted
+from .grammar import WS, split_quoted
 
 # RFC 3261 §7.3.3 and the IANA registry: compact forms expand to full names.
 COMPACT_FORMS = {
@@ -55,6 +56,7 @@ LIST_HEADERS = frozenset(
 )
 
 
+@lru_cache(maxsize=1024)
 def canonical_name(name: str) -> str:
     lower = name.lower()
     if len(lower) == 1 and lower in COMPACT_FORMS:
@@ -107,13 +109,20 @@ class Headers:
         return [value for existing, value in self._items if existing == name]
 
     def get_list(self, name: str) -> list[str]:
-        """Values of a list header, split on commas outside quotes and <>."""
+        """Values of a list header, split on commas outside quotes and <>.
+
+        RFC 3261 §7.3.1: ``Via: a, b`` and two ``Via`` lines are equivalent.
+        Empty elements (``a,,b``) are skipped, as most stacks do.
+        """
+        raws = self.get_all(name)
+        if canonical_name(name).lower() not in LIST_HEADERS:
+            return raws
         values: list[str] = []
-        for raw in self.get_all(name):
-            if name.lower() in LIST_HEADERS or canonical_name(name).lower() in LIST_HEADERS:
-                values.extend(part.strip() for part in split_quoted(raw, ",") if part.strip())
-            else:
-                values.append(raw)
+        for raw in raws:
+            for part in split_quoted(raw, ","):
+                part = part.strip(WS)
+                if part:
+                    values.append(part)
         return values
 
     def get_tokens(self, name: str) -> set[str]:

@@ -5,18 +5,25 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from urllib.parse import unquote as percent_decode
 
+import re
+
 from .errors import SipParseError
 from .grammar import (
+    LWS_RUN,
+    PASSWORD,
+    USER,
     WS,
     format_params,
     is_token,
     is_valid_host,
     parse_params,
+    parse_uint,
     quote,
     split_quoted,
     unquote,
 )
 
+_TOKEN = r"A-Za-z0-9\-.!%*_+`'~"  # RFC 3261 §25.1 token characters
 SIP_SCHEMES = ("sip", "sips")
 DEFAULT_PORTS = {"sip": 5060, "sips": 5061}
 MAX_PORT = 65535
@@ -92,18 +99,26 @@ Uri = SipUri | AbsoluteUri
 
 def _is_scheme(text: str) -> bool:
     # RFC 3986 §3.1: scheme = ALPHA *( ALPHA / DIGIT / "+" / "-" / "." )
-    return bool(text) and text[0].isalpha() and all(c.isalnum() or c in "+-." for c in text) and text.isascii()
+    return _SCHEME.fullmatch(text) is not None
+
+
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+\-.]*")
+# URIs are ASCII (RFC 3986 §2); whitespace, quotes, angle brackets and
+# controls never appear unescaped in any scheme we could be handed.
+_BAD_URI_CHAR = re.compile(r'[^\x21-\x7e]|[<>"]')
 
 
 def parse_uri(text: str) -> Uri:
     """Parse a Request-URI or the URI inside a name-addr."""
-    if not text or any(c in text for c in " \t\r\n<>"):
-        raise SipParseError(f"bad URI: {text!r}")
+    if not text or _BAD_URI_CHAR.search(text):
+        raise SipParseError(f"bad URI: {text[:60]!r}")
     scheme, colon, rest = text.partition(":")
     if not colon or not _is_scheme(scheme):
-        raise SipParseError(f"URI without a scheme: {text!r}")
+        raise SipParseError(f"URI without a scheme: {text[:60]!r}")
     scheme = scheme.lower()
     if scheme not in SIP_SCHEMES:
+        # RFC 3261 §19.1.6 / §8.2.2.1: other schemes are opaque here; the
+        # application answers 416 when it cannot use them.
         if not rest:
             raise SipParseError(f"empty {scheme} URI")
         return AbsoluteUri(scheme, rest)
@@ -112,13 +127,20 @@ def parse_uri(text: str) -> Uri:
 
 def _parse_sip_uri(scheme: str, rest: str) -> SipUri:
     user = password = None
+    # "@" may only appear as the end of userinfo: params (paramchar) and
+    # headers (hvalue) cannot hold it unescaped (RFC 3261 §25.1).
     at = rest.find("@")
     if at >= 0:
         userinfo, rest = rest[:at], rest[at + 1 :]
         user, colon, pw = userinfo.partition(":")
         if not user:
             raise SipParseError("empty user part in SIP URI")
-        password = pw if colon else None
+        if USER.fullmatch(user) is None:
+            raise SipParseError(f"bad user part in SIP URI: {user[:40]!r}")
+        if colon:
+            if PASSWORD.fullmatch(pw) is None:
+                raise SipParseError("bad password in SIP URI")
+            password = pw
     # hostport ends at the first ';' (parameters) or '?' (headers).
     end = len(rest)
     for sep in ";?":
@@ -131,10 +153,13 @@ def _parse_sip_uri(scheme: str, rest: str) -> SipUri:
     params = parse_params(params_text)
     headers: dict[str, str] = {}
     if headers_text:
+        # RFC 3261 §19.1.1: headers = "?" header *( "&" header ); header = hname "=" hvalue
         for item in headers_text.split("&"):
             name, eq, value = item.partition("=")
             if not name or not eq:
-                raise SipParseError(f"bad URI header: {item!r}")
+                raise SipParseError(f"bad URI header: {item[:40]!r}")
+            if name in headers:
+                raise SipParseError(f"duplicate URI header {name[:40]!r}")
             headers[name] = value
     return SipUri(host=host, user=user, password=password, port=port, scheme=scheme, params=params, headers=headers)
 
@@ -143,22 +168,22 @@ def _split_hostport(hostport: str) -> tuple[str, int | None]:
     if hostport.startswith("["):
         close = hostport.find("]")
         if close < 0:
-            raise SipParseError(f"unterminated IPv6 reference: {hostport!r}")
+            raise SipParseError(f"unterminated IPv6 reference: {hostport[:60]!r}")
         host, after = hostport[: close + 1], hostport[close + 1 :]
         port_text = after[1:] if after.startswith(":") else None
         if after and port_text is None:
-            raise SipParseError(f"junk after IPv6 host: {hostport!r}")
+            raise SipParseError(f"junk after IPv6 host: {hostport[:60]!r}")
     else:
+        # An unbracketed IPv6 address ("sip:2001:db8::10") lands here and fails
+        # on its "port" - exactly the 400 RFC 5118 §4.2 asks for.
         host, colon, port_text = hostport.partition(":")
         if not colon:
             port_text = None
     if not is_valid_host(host):
-        raise SipParseError(f"bad host: {host!r}")
+        raise SipParseError(f"bad host: {host[:60]!r}")
     port = None
     if port_text is not None:
-        if not port_text.isdigit() or len(port_text) > 5 or int(port_text) > MAX_PORT:
-            raise SipParseError(f"bad port: {port_text!r}")
-        port = int(port_text)
+        port = parse_uint(port_text, "port", MAX_PORT)
     return host.lower(), port
 
 
@@ -189,6 +214,11 @@ class NameAddr:
 
 
 def parse_name_addr(text: str) -> NameAddr:
+    """``[display-name] <URI> *(;param)`` or ``addr-spec *(;param)`` (RFC 3261 §20.10).
+
+    In the addr-spec form every ``;param`` belongs to the header, not the URI,
+    and URIs holding ``,``, ``?`` or ``;`` must use the bracketed form.
+    """
     text = text.strip(WS)
     if not text:
         raise SipParseError("empty address")
@@ -203,10 +233,13 @@ def parse_name_addr(text: str) -> NameAddr:
     if lt >= 0:
         if display is None and lt > 0:
             raw = text[:lt].strip(WS)
-            # RFC 3261 §25.1: an unquoted display-name is a series of tokens.
-            if raw and not all(is_token(word) for word in raw.split()):
-                raise SipParseError(f"bad display name: {raw!r}")
-            display = " ".join(raw.split()) or None
+            # RFC 3261 §25.1: an unquoted display-name is a series of tokens
+            # separated by LWS. RFC 4475 §3.1.1.6 (lwsdisp): no LWS is needed
+            # before "<".
+            words = LWS_RUN.split(raw) if raw else []
+            if not all(is_token(word) for word in words):
+                raise SipParseError(f"bad display name: {raw[:40]!r}")
+            display = " ".join(words) or None
         gt = text.find(">", lt)
         if gt < 0:
             raise SipParseError("unterminated <URI>")
@@ -214,10 +247,11 @@ def parse_name_addr(text: str) -> NameAddr:
         params = parse_params(text[gt + 1 :])
     else:
         uri_text, semi, param_text = text.partition(";")
+        uri_text = uri_text.strip(WS)
         if "?" in uri_text or "," in uri_text:
-            # RFC 3261 §20.10: such URIs must be in name-addr form.
-            raise SipParseError(f"URI needs <> brackets: {text!r}")
-        uri = parse_uri(uri_text.strip(WS))
+            # RFC 3261 §20.10: such URIs must be in name-addr form (RFC 4475 regbadct).
+            raise SipParseError(f"URI needs <> brackets: {text[:60]!r}")
+        uri = parse_uri(uri_text)
         params = parse_params(semi + param_text)
     return NameAddr(uri=uri, display_name=display, params=params)
 
@@ -240,41 +274,65 @@ def parse_name_addr_list(value: str) -> list[NameAddr]:
 
 @dataclass(slots=True)
 class Via:
-    """One Via hop (RFC 3261 §20.42): ``SIP/2.0/UDP host:port;branch=...``."""
+    """One Via hop (RFC 3261 §20.42): ``SIP/2.0/UDP host:port;branch=...``.
+
+    ``protocol`` is the ``protocol-name/protocol-version`` pair. The grammar
+    allows any tokens there, so ``SIP/7.0/UDP`` parses (RFC 4475 badvers is
+    answered 505 from the start line, not refused here).
+    """
 
     transport: str
     host: str
     port: int | None = None
     params: dict[str, str | None] = field(default_factory=dict)
+    protocol: str = "SIP/2.0"
 
     @property
     def branch(self) -> str | None:
         return self.params.get("branch")
 
+    @property
+    def has_magic_cookie(self) -> bool:
+        """RFC 3261 §8.1.1.7: an RFC 3261 branch is ``z9hG4bK`` plus a unique id.
+
+        A bare ``z9hG4bK`` (RFC 4475 §3.2.1 badbranch) carries no identifier,
+        so it does not count.
+        """
+        branch = self.branch
+        return branch is not None and branch.startswith(MAGIC_COOKIE) and len(branch) > len(MAGIC_COOKIE)
+
     def __str__(self) -> str:
         port = f":{self.port}" if self.port is not None else ""
-        return f"SIP/2.0/{self.transport} {self.host}{port}{format_params(self.params)}"
+        return f"{self.protocol}/{self.transport} {self.host}{port}{format_params(self.params)}"
+
+
+MAGIC_COOKIE = "z9hG4bK"
+
+# via-parm = sent-protocol LWS sent-by *( SEMI via-params )
+# sent-protocol = protocol-name SLASH protocol-version SLASH transport, SLASH = SWS "/" SWS
+# sent-by = host [ COLON port ], COLON = SWS ":" SWS
+_VIA = re.compile(
+    rf"[ \t]*([{_TOKEN}]+)[ \t]*/[ \t]*([{_TOKEN}]+)[ \t]*/[ \t]*([{_TOKEN}]+)"
+    r"[ \t]+(\[[^\]]*\]|[^ \t;:\[\]]+)(?:[ \t]*:[ \t]*([^ \t;]*))?[ \t]*(;.*)?",
+    re.DOTALL,
+)
 
 
 def parse_via(value: str) -> Via:
-    value = value.strip(WS)
-    # sent-protocol allows LWS around the slashes (RFC 3261 §25.1 SLASH = SWS "/" SWS).
-    parts = value.split("/", 2)
-    if len(parts) != 3:
-        raise SipParseError(f"bad Via: {value!r}")
-    name, version, rest = (p.strip(WS) for p in parts)
-    if name.upper() != "SIP" or version != "2.0":
-        raise SipParseError(f"bad Via protocol: {value!r}")
-    transport, _, rest = rest.partition(" ")
-    if not rest:
-        transport, _, rest = transport.partition("\t")
-    if not is_token(transport):
-        raise SipParseError(f"bad Via transport: {value!r}")
-    rest = rest.strip(WS)
-    semi = rest.find(";")
-    sent_by, params_text = (rest, "") if semi < 0 else (rest[:semi], rest[semi:])
-    host, port = _split_hostport(sent_by.strip(WS).replace(" ", ""))
-    return Via(transport=transport.upper(), host=host, port=port, params=parse_params(params_text))
+    match = _VIA.fullmatch(value)
+    if match is None:
+        raise SipParseError(f"bad Via: {value[:80]!r}")
+    name, version, transport, host, port_text, params_text = match.groups()
+    if not is_valid_host(host):
+        raise SipParseError(f"bad Via host: {host[:60]!r}")
+    port = None if port_text is None else parse_uint(port_text, "Via port", MAX_PORT)
+    return Via(
+        transport=transport.upper(),
+        host=host.lower(),
+        port=port,
+        params=parse_params(params_text or ""),
+        protocol=f"{name.upper()}/{version}",
+    )
 
 
 def parse_via_list(value: str) -> list[Via]:

@@ -1,0 +1,84 @@
+"""The ``callbridge`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+
+from .. import __version__
+from ..yamlsource import SourceError
+from .config import Config, load_config
+
+EXIT_CONFIG_ERROR = 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="callbridge", description="Answer phone calls over SIP and bridge them to voice AI.")
+    parser.add_argument("--version", action="version", version=f"callbridge {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the phone line (the built-in demo without --config)",
+                                description="Listen for SIP (UDP and TCP, TLS when configured) and serve HTTP.")
+    serve.add_argument("--config", type=Path, help="YAML config file; without it the built-in demo line runs")
+    serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--sip-port", type=int, help="SIP UDP and TCP port (default 5060; 0 picks a free one)")
+    serve.add_argument("--sips-port", type=int, help="SIP over TLS port (needs server.tls in the config)")
+    serve.add_argument("--http-port", type=int, help="HTTP API port (default 8080; 0 picks a free one)")
+    serve.add_argument("--data-dir", type=Path, help="where calls and recordings are stored (default ./data)")
+    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+
+    check = commands.add_parser("check-config", help="validate a config file and exit",
+                                description="Load and validate a config file; print file:line:column on error.")
+    check.add_argument("config", type=Path)
+    return parser
+
+
+def _load(path: Path | None) -> Config:
+    return Config() if path is None else load_config(path)
+
+
+def _apply_overrides(config: Config, args: argparse.Namespace) -> Config:
+    server = config.server
+    for option, attribute in (("host", "host"), ("sip_port", "sip_port"), ("sips_port", "sips_port"),
+                              ("http_port", "http_port"), ("data_dir", "data_dir")):
+        value = getattr(args, option)
+        if value is not None:
+            setattr(server, attribute, value)
+    if server.sips_port is not None and server.tls is None:
+        raise SourceError(_cli_position(), "--sips-port needs server.tls (cert and key) in the config")
+    return config
+
+
+def _cli_position():
+    from ..yamlsource import Position
+
+    return Position("<command line>", 1, 1)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "check-config":
+            load_config(args.config)
+            print(f"{args.config}: ok")
+            return 0
+        config = _apply_overrides(_load(args.config), args)
+    except SourceError as exc:
+        print(f"callbridge: config error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG_ERROR
+    from .logs import setup_logging
+    from .server import serve
+
+    setup_logging(args.log_level)
+    try:
+        asyncio.run(serve(config))
+    except OSError as exc:
+        print(f"callbridge: cannot start: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,137 @@
+"""The service configuration: a YAML file validated with pydantic.
+
+Every error names file:line:column (see :mod:`callbridge.yamlsource`); the
+CLI prints it and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from ..yamlsource import Located, Position, SourceError, load_yaml
+
+DEFAULT_OPERATOR_URI = "sip:operator@127.0.0.1:5099"
+
+
+class _Strict(BaseModel):
+    # Unknown keys are typos more often than not: reject them.
+    model_config = ConfigDict(extra="forbid")
+
+
+class TlsConfig(_Strict):
+    cert: Path
+    key: Path
+
+
+class ServerConfig(_Strict):
+    host: str = "127.0.0.1"
+    public_host: str | None = Field(None, description="address advertised in Via/Contact/SDP; defaults to host")
+    sip_port: int = Field(5060, ge=0, le=65535)
+    sips_port: int | None = Field(None, ge=0, le=65535)
+    http_port: int = Field(8080, ge=0, le=65535)
+    data_dir: Path = Path("data")
+    tls: TlsConfig | None = None
+
+    @model_validator(mode="after")
+    def _tls_needs_cert(self) -> "ServerConfig":
+        if self.sips_port is not None and self.tls is None:
+            raise ValueError("sips_port needs tls.cert and tls.key")
+        return self
+
+
+class DigestAuthConfig(_Strict):
+    username: str = Field(min_length=1)
+    password: str = Field(min_length=1)
+    realm: str = "callbridge"
+
+
+class InboundTrunk(_Strict):
+    name: str = Field(min_length=1)
+    numbers: list[str] = Field(default_factory=list, description="called numbers / SIP users; empty = any")
+    allowed_cidrs: list[str] = Field(default_factory=list, description="source networks; empty = any")
+    auth: DigestAuthConfig | None = None
+    flow: str | None = None
+
+    @field_validator("allowed_cidrs")
+    @classmethod
+    def _cidrs(cls, values: list[str]) -> list[str]:
+        for value in values:
+            try:
+                ipaddress.ip_network(value, strict=False)
+            except ValueError:
+                raise ValueError(f"{value!r} is not an IP network (e.g. 54.172.60.0/30)") from None
+        return values
+
+
+class MediaConfig(_Strict):
+    rtp_port_min: int = Field(10000, ge=1024, le=65534)
+    rtp_port_max: int = Field(20000, ge=1025, le=65535)
+    codecs: list[str] = Field(default_factory=lambda: ["PCMU", "PCMA", "G722"])
+
+    @model_validator(mode="after")
+    def _range(self) -> "MediaConfig":
+        if self.rtp_port_max - self.rtp_port_min < 2:
+            raise ValueError("rtp_port_max must be at least rtp_port_min + 2")
+        return self
+
+    @field_validator("codecs")
+    @classmethod
+    def _codecs(cls, values: list[str]) -> list[str]:
+        known = {"PCMU", "PCMA", "G722"}
+        upper = [v.upper() for v in values]
+        unknown = [v for v in upper if v not in known]
+        if unknown or not upper:
+            raise ValueError(f"codecs must be from {sorted(known)}, got {values}")
+        return upper
+
+
+class DemoConfig(_Strict):
+    operator_uri: str = DEFAULT_OPERATOR_URI
+
+
+class Config(_Strict):
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    media: MediaConfig = Field(default_factory=MediaConfig)
+    inbound_trunks: list[InboundTrunk] = Field(default_factory=list)
+    demo: DemoConfig = Field(default_factory=DemoConfig)
+    source: str | None = Field(None, exclude=True)
+
+    @model_validator(mode="after")
+    def _unique_trunks(self) -> "Config":
+        names = [t.name for t in self.inbound_trunks]
+        duplicates = {n for n in names if names.count(n) > 1}
+        if duplicates:
+            raise ValueError(f"duplicate trunk names: {sorted(duplicates)}")
+        return self
+
+
+def load_config(path: str | Path) -> Config:
+    located = load_yaml(path)
+    return config_from(located)
+
+
+def config_from(located: Located) -> Config:
+    if not isinstance(located.value, dict):
+        raise SourceError(located.position(()), "the config must be a mapping at the top level")
+    try:
+        config = Config.model_validate(located.value)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        path = tuple(p for p in first["loc"] if not isinstance(p, str) or not p.startswith("function-"))
+        raise SourceError(located.position(path), _describe(first)) from None
+    config.source = located.file
+    return config
+
+
+def _describe(error: dict) -> str:
+    location = ".".join(str(p) for p in error["loc"])
+    message = error["msg"].removeprefix("Value error, ")
+    if error["type"] == "extra_forbidden":
+        return f"unknown key {location!r}"
+    return f"{location}: {message}" if location else message
+
+
+__all__ = ["Config", "SourceError", "Position", "load_config"]

@@ -1,0 +1,79 @@
+"""The HTTP API (Starlette): health, call records and call control."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+if TYPE_CHECKING:
+    from .server import Server
+
+
+def build_http_app(server: "Server") -> Starlette:
+    async def healthz(request: Request) -> JSONResponse:
+        # 200 only once SIP listens and media is ready: load balancers rely on it.
+        if not server.ready:
+            return JSONResponse({"status": "starting"}, status_code=503)
+        return JSONResponse({"status": "ok", "active_calls": len(server.calls.active_calls)})
+
+    async def list_calls(request: Request) -> JSONResponse:
+        calls = sorted(server.calls.calls.values(), key=lambda c: c.created_at, reverse=True)
+        sip_call_id = request.query_params.get("sip_call_id")
+        if sip_call_id:
+            calls = [c for c in calls if c.sip_call_id == sip_call_id]
+        return JSONResponse({"calls": [c.to_record() for c in calls]})
+
+    async def get_call(request: Request) -> JSONResponse:
+        call = server.calls.calls.get(request.path_params["call_id"])
+        if call is None:
+            return JSONResponse({"error": "no such call"}, status_code=404)
+        return JSONResponse(call.to_record())
+
+    async def transfer_call(request: Request) -> JSONResponse:
+        call = server.calls.calls.get(request.path_params["call_id"])
+        if call is None:
+            return JSONResponse({"error": "no such call"}, status_code=404)
+        body = await _json(request)
+        target = body.get("target") if isinstance(body, dict) else None
+        if not isinstance(target, str) or not target.startswith(("sip:", "sips:")):
+            return JSONResponse({"error": "target must be a sip: URI", "field": "target"}, status_code=422)
+        server.calls.transfer(call, target)
+        return JSONResponse({"status": "transferring"}, status_code=202)
+
+    async def hangup_call(request: Request) -> JSONResponse:
+        call = server.calls.calls.get(request.path_params["call_id"])
+        if call is None:
+            return JSONResponse({"error": "no such call"}, status_code=404)
+        server.calls.hangup(call)
+        return JSONResponse({"status": call.status.value})
+
+    async def dial(request: Request) -> JSONResponse:
+        body = await _json(request)
+        target = body.get("to") if isinstance(body, dict) else None
+        if not isinstance(target, str) or not target.startswith(("sip:", "sips:")):
+            return JSONResponse({"error": "to must be a sip: URI", "field": "to"}, status_code=422)
+        try:
+            call = await server.calls.dial(target)
+        except ValueError as exc:
+            return JSONResponse({"error": str(exc), "field": "to"}, status_code=422)
+        return JSONResponse({"id": call.id, "sip_call_id": call.sip_call_id}, status_code=201)
+
+    return Starlette(routes=[
+        Route("/healthz", healthz),
+        Route("/api/calls", list_calls, methods=["GET"]),
+        Route("/api/calls", dial, methods=["POST"]),
+        Route("/api/calls/{call_id}", get_call),
+        Route("/api/calls/{call_id}/transfer", transfer_call, methods=["POST"]),
+        Route("/api/calls/{call_id}/hangup", hangup_call, methods=["POST"]),
+    ])
+
+
+async def _json(request: Request) -> object:
+    try:
+        return await request.json()
+    except ValueError:
+        return None

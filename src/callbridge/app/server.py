@@ -1,0 +1,114 @@
+"""Assembles the service: SIP endpoint, media, call manager and HTTP, in one event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import signal
+from dataclasses import dataclass
+
+import uvicorn
+
+from ..call.manager import CallManager
+from ..call.trunks import InboundTrunkPolicy, TrunkTable
+from ..media.pacer import MediaPacer
+from ..rtp.ports import PortAllocator
+from ..sip.endpoint import SipEndpoint
+from ..sip.tls import server_context
+from ..sip.useragent import UserAgent, UserAgentConfig
+from .config import Config
+from .demo import DemoToneApp
+from .http import build_http_app
+
+log = logging.getLogger("callbridge.server")
+
+
+@dataclass
+class BoundPorts:
+    sip_udp: int
+    sip_tcp: int
+    sip_tls: int | None
+    http: int
+
+
+class Server:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.ready = False
+        server = config.server
+        self.advertised_host = server.public_host or server.host
+        self.ua = UserAgent(UserAgentConfig(host=self.advertised_host))
+        self.endpoint = SipEndpoint(self.ua, self._on_sip_event)
+        self.pacer = MediaPacer()
+        self.ports = PortAllocator(config.media.rtp_port_min, config.media.rtp_port_max)
+        trunks = TrunkTable([
+            InboundTrunkPolicy(
+                name=t.name, numbers=t.numbers,
+                networks=[ipaddress.ip_network(c, strict=False) for c in t.allowed_cidrs],
+                username=t.auth.username if t.auth else None, password=t.auth.password if t.auth else None,
+                realm=t.auth.realm if t.auth else "callbridge", flow=t.flow)
+            for t in config.inbound_trunks
+        ])
+        self.calls = CallManager(self.endpoint, media_host=self.advertised_host, ports=self.ports, pacer=self.pacer,
+                                 trunks=trunks, codecs=config.media.codecs, app=DemoToneApp())
+        self._http: uvicorn.Server | None = None
+        self._http_task: asyncio.Task | None = None
+        self.bound: BoundPorts | None = None
+
+    def _on_sip_event(self, event) -> None:
+        self.calls.on_sip_event(event)
+
+    async def start(self) -> BoundPorts:
+        server = self.config.server
+        ssl_context = None
+        if server.tls is not None:
+            ssl_context = server_context(str(server.tls.cert), str(server.tls.key))
+        await self.endpoint.start(server.host, udp_port=server.sip_port, tcp_port=server.sip_port,
+                                  tls_port=server.sips_port if ssl_context else None, ssl_context=ssl_context)
+        transports = self.endpoint.transports
+        http_config = uvicorn.Config(build_http_app(self), host=server.host, port=server.http_port,
+                                     log_config=None, access_log=False, lifespan="off")
+        self._http = uvicorn.Server(http_config)
+        self._http_task = asyncio.get_running_loop().create_task(self._http.serve(), name="http")
+        while not self._http.started:
+            if self._http_task.done():
+                self._http_task.result()
+                raise OSError(f"HTTP server failed to start on port {server.http_port}")
+            await asyncio.sleep(0.01)
+        http_port = self._http.servers[0].sockets[0].getsockname()[1]
+        self.bound = BoundPorts(
+            sip_udp=transports.local_address("udp").port,
+            sip_tcp=transports.local_address("tcp").port,
+            sip_tls=transports.local_address("tls").port if "tls" in transports.transports else None,
+            http=http_port,
+        )
+        self.ready = True
+        log.info("ready", extra={"sip_udp": self.bound.sip_udp, "sip_tcp": self.bound.sip_tcp,
+                                 "sip_tls": self.bound.sip_tls, "http": http_port})
+        return self.bound
+
+    async def stop(self) -> None:
+        self.ready = False
+        await self.calls.close()
+        await self.pacer.close()
+        await self.endpoint.close()
+        if self._http is not None:
+            self._http.should_exit = True
+            if self._http_task is not None:
+                await self._http_task
+
+
+async def serve(config: Config) -> None:
+    server = Server(config)
+    bound = await server.start()
+    print(f"callbridge ready: SIP udp/tcp {config.server.host}:{bound.sip_udp}"
+          + (f", tls :{bound.sip_tls}" if bound.sip_tls else "")
+          + f"; HTTP http://{config.server.host}:{bound.http}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("shutting down")
+    await server.stop()

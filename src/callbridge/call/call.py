@@ -1,0 +1,81 @@
+"""A call: one or more legs, a lifecycle, and the record the API shows."""
+
+from __future__ import annotations
+
+import enum
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..media.stream import AudioStream
+from ..sip.session import InviteSession
+
+
+class CallStatus(enum.Enum):
+    # The same words LiveKit uses for sip.callStatus, so dashboards port over.
+    DIALING = "dialing"
+    RINGING = "ringing"
+    ACTIVE = "active"
+    HANGUP = "hangup"
+
+
+@dataclass(eq=False)
+class Leg:
+    """One SIP dialog of a call, with its media stream."""
+
+    session: InviteSession
+    stream: AudioStream | None = None
+
+    @property
+    def sip_call_id(self) -> str:
+        return self.session.call_id
+
+
+@dataclass(eq=False)
+class Call:
+    direction: str  # "inbound" | "outbound"
+    leg: Leg
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    status: CallStatus = CallStatus.RINGING
+    end_reason: str | None = None
+    caller: str | None = None
+    caller_name: str | None = None
+    called: str | None = None
+    trunk: str | None = None
+    sip_headers: dict[str, str] = field(default_factory=dict)
+    created_at: float = field(default_factory=time.time)
+    answered_at: float | None = None
+    ended_at: float | None = None
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def sip_call_id(self) -> str:
+        return self.leg.sip_call_id
+
+    def log_event(self, kind: str, **data: Any) -> None:
+        self.events.append({"at": time.time(), "type": kind, **data})
+
+    def to_record(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "direction": self.direction,
+            "sip_call_id": self.sip_call_id,
+            "status": self.status.value,
+            "end_reason": self.end_reason,
+            "caller": self.caller,
+            "caller_name": self.caller_name,
+            "called": self.called,
+            "trunk": self.trunk,
+            "sip_headers": self.sip_headers,
+            "created_at": self.created_at,
+            "answered_at": self.answered_at,
+            "ended_at": self.ended_at,
+            "events": self.events,
+            "media": None if self.leg.stream is None else {
+                "codec": self.leg.stream.codec_name,
+                "payload_type": self.leg.stream.payload_type,
+                "packets_sent": self.leg.stream.stats.packets_sent,
+                "packets_received": self.leg.stream.stats.packets_received,
+            },
+        }

@@ -1,0 +1,340 @@
+"""Turns SIP session events into calls with media, and runs each call's application.
+
+The manager owns the mapping session → :class:`Call`, opens and closes RTP
+ports, negotiates SDP, and hands answered calls to a :class:`CallApp` (the
+demo tone today, the IVR and agent later).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+from ..media.pacer import MediaPacer
+from ..media.stream import AudioStream
+from ..rtp.ports import PortAllocator
+from ..rtp.socket import RtpSocket
+from ..sip import events as ev
+from ..sip.address import Address
+from ..sip.endpoint import SipEndpoint
+from ..sip.sdp import NotAcceptable, SdpError, apply_answer, build_offer, negotiate_answer, parse_sdp
+from ..sip.session import InviteSession
+from ..sip.uri import SipUri, parse_uri
+from .call import Call, CallStatus, Leg
+from .trunks import TrunkTable, called_user
+
+log = logging.getLogger("callbridge.call")
+
+# RFC 3515 has no timeout for the transferee's new call; 30 s matches common PBX defaults.
+REFER_DIAL_TIMEOUT = 30.0
+
+
+class CallApp(Protocol):
+    async def run(self, call: Call, manager: "CallManager") -> None: ...
+
+
+class CallManager:
+    def __init__(self, endpoint: SipEndpoint, *, media_host: str, ports: PortAllocator, pacer: MediaPacer,
+                 trunks: TrunkTable, codecs: list[str], app: CallApp | None = None) -> None:
+        self.endpoint = endpoint
+        self.ua = endpoint.ua
+        self.media_host = media_host
+        self.ports = ports
+        self.pacer = pacer
+        self.trunks = trunks
+        self.codecs = codecs
+        self.app = app
+        self.calls: dict[str, Call] = {}
+        self.listeners: list[Callable[[Call, str], None]] = []
+        self._tasks: set[asyncio.Task] = set()
+        self._pacer_handles: dict[int, int] = {}
+        self.ua.inbound_auth = trunks.auth_policy
+        self._sdp_version = 1
+
+    # -- plumbing ------------------------------------------------------------------------
+
+    def _spawn(self, coro: Awaitable, name: str) -> asyncio.Task:
+        task = asyncio.get_running_loop().create_task(coro, name=name)  # type: ignore[arg-type]
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("call task %s failed", task.get_name(), exc_info=task.exception())
+
+    def _now(self) -> float:
+        return self.endpoint.now()
+
+    def _set_status(self, call: Call, status: CallStatus) -> None:
+        call.status = status
+        call.log_event("status", status=status.value)
+        for listener in self.listeners:
+            listener(call, "status")
+
+    @property
+    def active_calls(self) -> list[Call]:
+        return [c for c in self.calls.values() if c.status is not CallStatus.HANGUP]
+
+    # -- SIP events ---------------------------------------------------------------------
+
+    def on_sip_event(self, event: ev.SessionEvent) -> None:
+        if isinstance(event, ev.IncomingCall):
+            self._spawn(self._accept_inbound(event.session), f"inbound-{event.session.call_id}")
+            return
+        if isinstance(event, ev.AuthFailed):
+            return
+        call: Call | None = getattr(event.session, "app", None)
+        if call is None:
+            return
+        if isinstance(event, ev.CallConfirmed):
+            call.log_event("ack")
+        elif isinstance(event, (ev.CallEnded, ev.CallCancelled)):
+            reason = "caller_hangup" if isinstance(event, ev.CallCancelled) or event.reason == "remote_bye" else event.reason
+            self._finish(call, reason)
+        elif isinstance(event, ev.CallFailed):
+            self._finish(call, _failure_reason(event.status))
+        elif isinstance(event, ev.CallAnswered):
+            self._spawn(self._outbound_answered(call, event), f"answered-{call.id}")
+        elif isinstance(event, ev.CallProgress):
+            if call.status is CallStatus.DIALING:
+                self._set_status(call, CallStatus.RINGING)
+        elif isinstance(event, ev.DtmfInfoReceived):
+            call.log_event("dtmf", digit=event.digit, source="info")
+        elif isinstance(event, ev.OfferReceived):
+            self._answer_reoffer(call, event)
+        elif isinstance(event, ev.ReferProgress):
+            call.log_event("refer_progress", status=event.status, final=event.final)
+            if event.final and 200 <= event.status < 300:
+                # The transferee reached the target: our leg is done (blind transfer).
+                self._hangup_leg(call, "transfer")
+        elif isinstance(event, ev.ReferFailed):
+            call.log_event("refer_failed", status=event.status)
+        elif isinstance(event, ev.ReferReceived):
+            self._spawn(self._handle_incoming_refer(call, event), f"refer-{call.id}")
+
+    # -- inbound --------------------------------------------------------------------------
+
+    async def _accept_inbound(self, session: InviteSession) -> None:
+        request = session.invite
+        trunk = self.trunks.match(request, session.source)
+        if self.trunks.trunks and trunk is None:
+            self._act(lambda now: self.ua.reject(session, 404, now))
+            return
+        caller = request.from_addr
+        call = Call(direction="inbound", leg=Leg(session), trunk=trunk.name if trunk else None,
+                    caller=caller.uri.user if isinstance(caller.uri, SipUri) else str(caller.uri),
+                    caller_name=caller.display_name, called=called_user(request),
+                    sip_headers={n: v for n, v in request.headers if n.lower().startswith("x-")})
+        session.app = call
+        self.calls[call.id] = call
+        self._set_status(call, CallStatus.RINGING)
+        call.log_event("invite", source=str(session.source))
+        try:
+            offer = parse_sdp(request.body) if request.body else None
+        except SdpError as exc:
+            log.warning("bad SDP offer on %s: %s", session.call_id, exc)
+            self._act(lambda now: self.ua.reject(session, 400, now, reason="Bad SDP"))
+            self._finish(call, "rejected")
+            return
+        if offer is None:
+            self._act(lambda now: self.ua.reject(session, 488, now, reason="No SDP offer"))
+            self._finish(call, "rejected")
+            return
+        socket = RtpSocket(self.ports, self.media_host)
+        try:
+            port = await socket.open()
+            answer = negotiate_answer(offer, local_address=self.media_host, local_port=port,
+                                      codec_preference=self.codecs, session_id=int(time.time()),
+                                      session_version=self._next_sdp_version())
+        except NotAcceptable as exc:
+            socket.close()
+            self._act(lambda now: self.ua.reject(session, 488, now))
+            call.log_event("rejected", reason=str(exc))
+            self._finish(call, "rejected")
+            return
+        except OSError:
+            socket.close()
+            self._act(lambda now: self.ua.reject(session, 503, now))
+            self._finish(call, "error")
+            return
+        if not session.is_active:  # cancelled while we opened the port
+            socket.close()
+            return
+        socket.set_remote(answer.remote_address, answer.remote_port)
+        stream = AudioStream(socket, answer.codec.name, answer.codec.payload_type,
+                             telephone_event_pt=answer.telephone_event_pt, ptime_ms=answer.ptime or 20)
+        call.leg.stream = stream
+        self._act(lambda now: self.ua.ring(session, now))
+        self._act(lambda now: self.ua.answer(session, answer.sdp.encode(), now))
+        call.answered_at = time.time()
+        self._start_media(call)
+        self._set_status(call, CallStatus.ACTIVE)
+        self._run_app(call)
+
+    def _next_sdp_version(self) -> int:
+        self._sdp_version += 1
+        return self._sdp_version
+
+    def _answer_reoffer(self, call: Call, event: ev.OfferReceived) -> None:
+        session = event.session
+        stream = call.leg.stream
+        try:
+            offer = parse_sdp(event.sdp)
+            answer = negotiate_answer(offer, local_address=self.media_host,
+                                      local_port=stream.socket.port if stream and stream.socket.port else 0,
+                                      codec_preference=self.codecs, session_id=int(call.created_at),
+                                      session_version=self._next_sdp_version())
+        except SdpError:
+            self._act(lambda now: self.ua.reject_offer(session, 488, now))
+            return
+        if stream is not None:
+            # Hold (RFC 3264 §8.4): stop sending when the peer will not receive.
+            stream.sending = answer.direction in ("sendrecv", "sendonly")
+            stream.socket.set_remote(answer.remote_address, answer.remote_port)
+        call.log_event("reoffer", method=event.method, direction=answer.direction)
+        self._act(lambda now: self.ua.accept_offer(session, answer.sdp.encode(), now))
+
+    # -- outbound ---------------------------------------------------------------------------
+
+    async def dial(self, target: str, *, from_user: str | None = None, headers: list[tuple[str, str]] | None = None,
+                   credentials: tuple[str, str] | None = None, destination: Address | None = None) -> Call:
+        uri = parse_uri(target)
+        if not isinstance(uri, SipUri):
+            raise ValueError(f"not a SIP URI: {target}")
+        socket = RtpSocket(self.ports, self.media_host)
+        port = await socket.open()
+        offer = build_offer(self.media_host, port, [("PCMU", 0, 8000), ("PCMA", 8, 8000)],
+                            session_id=int(time.time()), session_version=self._next_sdp_version())
+        session = self.ua.invite(uri, self._now(), sdp=offer.encode(), from_user=from_user, headers=headers,
+                                 credentials=credentials, destination=destination)
+        call = Call(direction="outbound", leg=Leg(session), called=uri.user, status=CallStatus.DIALING)
+        call.leg.stream = None
+        call._pending_socket = socket  # type: ignore[attr-defined]
+        call._offer = offer  # type: ignore[attr-defined]
+        session.app = call
+        self.calls[call.id] = call
+        self._set_status(call, CallStatus.DIALING)
+        self.endpoint.flush()
+        return call
+
+    async def _outbound_answered(self, call: Call, event: ev.CallAnswered) -> None:
+        socket: RtpSocket = call._pending_socket  # type: ignore[attr-defined]
+        try:
+            answer = apply_answer(call._offer, parse_sdp(event.response.body))  # type: ignore[attr-defined]
+        except SdpError as exc:
+            log.warning("bad SDP answer on %s: %s", call.sip_call_id, exc)
+            self._hangup_leg(call, "error")
+            return
+        socket.set_remote(answer.remote_address, answer.remote_port)
+        call.leg.stream = AudioStream(socket, answer.codec.name, answer.codec.payload_type,
+                                      telephone_event_pt=answer.telephone_event_pt)
+        call.answered_at = time.time()
+        self._start_media(call)
+        self._set_status(call, CallStatus.ACTIVE)
+        self._run_app(call)
+
+    # -- transfer -------------------------------------------------------------------------------
+
+    def transfer(self, call: Call, target: str) -> None:
+        """Blind transfer with REFER (RFC 3515); the leg ends when the target answers."""
+        call.log_event("transfer", target=target, method="refer")
+        self._act(lambda now: self.ua.refer(call.leg.session, target, now))
+
+    async def _handle_incoming_refer(self, call: Call, event: ev.ReferReceived) -> None:
+        """We were asked to transfer: dial the target, report with NOTIFYs, then leave."""
+        session = event.session
+        target = str(event.refer_to.uri)
+        call.log_event("refer_received", target=target)
+        try:
+            new_call = await self.dial(target)
+        except (ValueError, OSError) as exc:
+            log.warning("cannot dial REFER target %s: %s", target, exc)
+            self._act(lambda now: self.ua.notify_refer(session, 503, "Service Unavailable", now))
+            return
+        deadline = time.monotonic() + REFER_DIAL_TIMEOUT
+        while new_call.status in (CallStatus.DIALING, CallStatus.RINGING) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        if new_call.status is CallStatus.ACTIVE:
+            self._act(lambda now: self.ua.notify_refer(session, 200, "OK", now))
+            self._hangup_leg(call, "transfer")
+        else:
+            self._act(lambda now: self.ua.notify_refer(session, 487 if new_call.status is CallStatus.HANGUP else 408,
+                                                       "Request Terminated", now))
+            if new_call.status is not CallStatus.HANGUP:
+                self.hangup(new_call)
+
+    # -- media and application -----------------------------------------------------------------------
+
+    def _start_media(self, call: Call) -> None:
+        stream = call.leg.stream
+        if stream is None:
+            return
+        self._pacer_handles[id(stream)] = self.pacer.add(stream.tick)
+
+    def _stop_media(self, call: Call) -> None:
+        stream = call.leg.stream
+        if stream is not None:
+            handle = self._pacer_handles.pop(id(stream), None)
+            if handle is not None:
+                self.pacer.remove(handle)
+            stream.socket.close()
+        pending = getattr(call, "_pending_socket", None)
+        if pending is not None:
+            pending.close()
+
+    def _run_app(self, call: Call) -> None:
+        if self.app is not None:
+            task = self._spawn(self.app.run(call, self), f"app-{call.id}")
+            call._app_task = task  # type: ignore[attr-defined]
+
+    # -- ending ---------------------------------------------------------------------------------------
+
+    def hangup(self, call: Call, reason: str = "agent_hangup") -> None:
+        self._hangup_leg(call, reason)
+
+    def _hangup_leg(self, call: Call, reason: str) -> None:
+        if call.status is CallStatus.HANGUP:
+            return
+        self._act(lambda now: self.ua.bye(call.leg.session, now))
+        self._finish(call, reason)
+
+    def _finish(self, call: Call, reason: str) -> None:
+        if call.status is CallStatus.HANGUP:
+            return
+        call.end_reason = reason
+        call.ended_at = time.time()
+        self._stop_media(call)
+        task = getattr(call, "_app_task", None)
+        if task is not None and not task.done() and task is not asyncio.current_task():
+            task.cancel()
+        self._set_status(call, CallStatus.HANGUP)
+        log.info("call ended", extra={"call_id": call.sip_call_id, "reason": reason})
+
+    def _act(self, action: Callable[[float], None]) -> None:
+        """Run one UA-core action at the current time and push its output out."""
+        action(self._now())
+        self.endpoint.flush()
+
+    async def close(self) -> None:
+        for call in list(self.active_calls):
+            self.hangup(call, "error")
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+def _failure_reason(status: int) -> str:
+    # Map SIP finals onto the lifecycle's end reasons (RFC 3261 §21).
+    if status in (486, 600):
+        return "busy"
+    if status in (603,):
+        return "rejected"
+    if status in (408, 480, 487):
+        return "no_answer"
+    return "failed"
