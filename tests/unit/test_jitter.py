@@ -14,7 +14,9 @@ PHASE = 0.01  # pops are offset half a frame from the sender's clock
 
 
 def pkt(arrival, seq, ts, payload=None, **kw):
-    return (arrival, seq & 0xFFFF, ts & 0xFFFFFFFF, payload if payload is not None else bytes([seq & 0xFF]), kw)
+    if payload is None:
+        payload = bytes([seq & 0xFF])
+    return (arrival, seq & 0xFFFF, ts & 0xFFFFFFFF, payload, kw)
 
 
 def stream(n, *, seq0=0, ts0=0, t0=0.0, **kw):

@@ -33,7 +33,9 @@ def test_marker_and_payload_type():
 
 
 def test_serialize_known_layout():
-    p = RtpPacket(payload_type=8, sequence=7, timestamp=1120, ssrc=0xCAFEBABE, payload=b"\xd5\xd5", marker=True)
+    p = RtpPacket(
+        payload_type=8, sequence=7, timestamp=1120, ssrc=0xCAFEBABE, payload=b"\xd5\xd5", marker=True
+    )
     assert p.serialize() == b"\x80\x88\x00\x07\x00\x00\x04\x60\xca\xfe\xba\xbe\xd5\xd5"
 
 

@@ -84,7 +84,9 @@ def test_shuffled_order_is_deterministic_with_seed():
     assert [a.allocate() for _ in range(10)] == [b.allocate() for _ in range(10)]
 
 
-@pytest.mark.parametrize("lo,hi", [(10000, 10000), (10001, 10002), (20000, 10000), (0, 10), (65535, 65535), (10000, 70000)])
+@pytest.mark.parametrize(
+    "lo,hi", [(10000, 10000), (10001, 10002), (20000, 10000), (0, 10), (65535, 65535), (10000, 70000)]
+)
 def test_bad_ranges(lo, hi):
     with pytest.raises(ValueError):
         PortAllocator(lo, hi)

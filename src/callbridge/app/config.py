@@ -34,6 +34,7 @@ class ServerConfig(_Strict):
     http_port: int = Field(8080, ge=0, le=65535)
     data_dir: Path = Path("data")
     tls: TlsConfig | None = None
+    ring_seconds: float = Field(0.0, ge=0, le=120, description="how long inbound calls ring (180) before answer")
 
     @model_validator(mode="after")
     def _tls_needs_cert(self) -> "ServerConfig":
@@ -46,6 +47,18 @@ class DigestAuthConfig(_Strict):
     username: str = Field(min_length=1)
     password: str = Field(min_length=1)
     realm: str = "callbridge"
+    # One challenge per algorithm, in this order. MD5 leads by default because
+    # many phones and SIPp answer only the first challenge and know only MD5.
+    algorithms: list[str] = Field(default_factory=lambda: ["MD5", "SHA-256"])
+
+    @field_validator("algorithms")
+    @classmethod
+    def _algorithms(cls, values: list[str]) -> list[str]:
+        known = {"MD5", "SHA-256"}
+        upper = [v.upper() for v in values]
+        if not upper or any(v not in known for v in upper):
+            raise ValueError(f"algorithms must be from {sorted(known)}, got {values}")
+        return upper
 
 
 class InboundTrunk(_Strict):

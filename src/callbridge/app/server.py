@@ -47,11 +47,13 @@ class Server:
                 name=t.name, numbers=t.numbers,
                 networks=[ipaddress.ip_network(c, strict=False) for c in t.allowed_cidrs],
                 username=t.auth.username if t.auth else None, password=t.auth.password if t.auth else None,
-                realm=t.auth.realm if t.auth else "callbridge", flow=t.flow)
+                realm=t.auth.realm if t.auth else "callbridge", flow=t.flow,
+                algorithms=tuple(t.auth.algorithms) if t.auth else ("MD5", "SHA-256"))
             for t in config.inbound_trunks
         ])
         self.calls = CallManager(self.endpoint, media_host=self.advertised_host, ports=self.ports, pacer=self.pacer,
-                                 trunks=trunks, codecs=config.media.codecs, app=DemoToneApp())
+                                 trunks=trunks, codecs=config.media.codecs, app=DemoToneApp(),
+                                 ring_seconds=server.ring_seconds)
         self._http: uvicorn.Server | None = None
         self._http_task: asyncio.Task | None = None
         self.bound: BoundPorts | None = None

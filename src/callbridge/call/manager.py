@@ -38,7 +38,8 @@ class CallApp(Protocol):
 
 class CallManager:
     def __init__(self, endpoint: SipEndpoint, *, media_host: str, ports: PortAllocator, pacer: MediaPacer,
-                 trunks: TrunkTable, codecs: list[str], app: CallApp | None = None) -> None:
+                 trunks: TrunkTable, codecs: list[str], app: CallApp | None = None, ring_seconds: float = 0.0) -> None:
+        self.ring_seconds = ring_seconds
         self.endpoint = endpoint
         self.ua = endpoint.ua
         self.media_host = media_host
@@ -170,6 +171,10 @@ class CallManager:
                              telephone_event_pt=answer.telephone_event_pt, ptime_ms=answer.ptime or 20)
         call.leg.stream = stream
         self._act(lambda now: self.ua.ring(session, now))
+        if self.ring_seconds:
+            await asyncio.sleep(self.ring_seconds)
+            if not session.is_active:  # the caller gave up (CANCEL) while ringing
+                return
         self._act(lambda now: self.ua.answer(session, answer.sdp.encode(), now))
         call.answered_at = time.time()
         self._start_media(call)

@@ -22,11 +22,12 @@ class InboundTrunkPolicy:
     password: str | None = None
     realm: str = "callbridge"
     flow: str | None = None
+    algorithms: tuple[str, ...] = ("MD5", "SHA-256")
     verifier: DigestVerifier | None = None
 
     def __post_init__(self) -> None:
         if self.username and self.password and self.verifier is None:
-            self.verifier = DigestVerifier(self.realm, os.urandom(32))
+            self.verifier = DigestVerifier(self.realm, os.urandom(32), algorithms=self.algorithms)
 
     def matches(self, called: str | None, source_host: str) -> bool:
         if self.networks:

@@ -59,11 +59,11 @@ MAX_MAX_FORWARDS = 255
 MAX_EXPIRES = 2**32 - 1
 
 # CSeq = "CSeq" HCOLON 1*DIGIT LWS Method
-_CSEQ = re.compile(r"([0-9]+)[ \t]+(\S+)")
+CSEQ_SYNTAX = re.compile(r"([0-9]+)[ \t]+(\S+)")
 
 
 def parse_cseq(value: str) -> CSeq:
-    match = _CSEQ.fullmatch(value.strip(WS))
+    match = CSEQ_SYNTAX.fullmatch(value.strip(WS))
     if match is None or not is_token(match.group(2)):
         raise SipParseError(f"bad CSeq: {value[:60]!r}")
     return CSeq(parse_uint(match.group(1), "CSeq number", MAX_CSEQ), match.group(2))

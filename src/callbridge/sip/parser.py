@@ -24,7 +24,7 @@ import re
 from .errors import SipParseError
 from .grammar import DIGITS, MAX_DIGITS, WS, is_token, parse_uint, split_quoted
 from .headers import Headers
-from .message import MAX_MAX_FORWARDS, SIP_VERSION, Message, Request, Response, parse_cseq
+from .message import CSEQ_SYNTAX, MAX_MAX_FORWARDS, SIP_VERSION, Message, Request, Response, parse_cseq
 from .uri import SipUri, parse_name_addr, parse_uri, parse_via, parse_via_list
 
 # RFC 3261 §8.1.1: every request carries these, responses too (§8.2.6.2).
@@ -42,6 +42,8 @@ MAX_STATUS, MIN_STATUS = 699, 100
 # senders (RFC 3261 §7.5 asks for CRLF but robust receivers accept LF).
 _HEAD_END = re.compile(rb"\r?\n\r?\n")
 _LINE_END = re.compile(r"\r?\n")
+# SIP-Version = "SIP" "/" 1*DIGIT "." 1*DIGIT (RFC 3261 §25.1, case-insensitive).
+_SIP_VERSION = re.compile(r"[Ss][Ii][Pp]/[0-9]+\.[0-9]+")
 # Call-ID = word [ "@" word ]: we do not police the word alphabet (real UAs use
 # "=" and other non-word characters), only that it is one run of visible text.
 _CALL_ID = re.compile(r"[^\s\x00-\x1f\x7f]+")
@@ -60,8 +62,10 @@ class PartialRequest(SipParseError):
 
         A response is routed by the top Via (RFC 3261 §18.2.2) and matched by
         its branch and the CSeq method (§17.1.3); From, To and Call-ID are only
-        echoed, so they need to be present but not well-formed. When this is
-        False the request is dropped and logged (RFC 4475 insuf, badinv01).
+        echoed, so they need to be present but not well-formed, and the CSeq
+        needs its syntax but not an in-range number (RFC 4475 scalar02 asks
+        for a 400). When this is False the request is dropped and logged
+        (RFC 4475 insuf, badinv01).
         """
         request = self.partial
         headers = request.headers
@@ -74,7 +78,9 @@ class PartialRequest(SipParseError):
             if not vias:
                 return False
             cseq = headers.get_all("CSeq")
-            parse_cseq(cseq[0] if cseq else "")
+            match = CSEQ_SYNTAX.fullmatch(cseq[0].strip(WS)) if cseq else None
+            if match is None or not is_token(match.group(2)):
+                return False
             parse_via(split_quoted(vias[0], ",")[0])
         except SipParseError:
             return False
@@ -119,8 +125,6 @@ def parse_message(data: bytes, *, stream: bool = False) -> Message:
         # characters only so that a request can still be answered 400.
         head = head_bytes.decode("utf-8", errors="replace")
         decode_error = "headers are not valid UTF-8"
-    if "\r" in head.replace("\r\n", ""):
-        decode_error = decode_error or "bare CR in the header section"
     lines = _unfold(head)
     message, start_error = _parse_start_line(lines[0])
     header_error = _fill_headers(message, lines[1:])
@@ -144,6 +148,8 @@ def _parse_start_line(line: str) -> tuple[Message, SipParseError | None]:
     but recognisably a request, so the caller can raise :class:`PartialRequest`.
     """
     if line.startswith("SIP/"):
+        if "\r" in line:
+            raise SipParseError("bare CR in the status line")
         return _parse_status_line(line), None
     # Recognisably a request: Method SP ... SP SIP-Version.
     words = line.split(" ")
@@ -154,10 +160,12 @@ def _parse_start_line(line: str) -> tuple[Message, SipParseError | None]:
     request = Request(method=method, uri=None)
     # RFC 3261 §7.1 / §25.1: Method SP Request-URI SP SIP-Version, exactly one
     # SP each and nothing after the version (RFC 4475 lwsruri, lwsstart, trws).
-    if len(words) != 3 or not all(words):
+    if len(words) != 3 or not all(words) or "\r" in line:
         return request, SipParseError(f"malformed request line: {line[:80]!r}")
     uri_text, version = words[1], words[2]
     if version.upper() != SIP_VERSION:
+        if _SIP_VERSION.fullmatch(version) is None:
+            return request, SipParseError(f"malformed SIP version {version[:20]!r}")
         # RFC 3261 §8.2.1 (implied by §21.5.6) / RFC 4475 §3.1.2.16 badvers.
         return request, SipParseError(f"unsupported SIP version {version[:20]!r}", 505)
     try:
@@ -194,7 +202,10 @@ def _fill_headers(message: Message, lines: list[str]) -> SipParseError | None:
             continue
         name, colon, value = line.partition(":")
         name = name.rstrip(WS)  # RFC 3261 §25.1 HCOLON allows WS before ':'
-        if not colon or not is_token(name):
+        if not colon or not is_token(name) or "\r" in value:
+            # A CR is never legal outside a line end, not even as a
+            # quoted-pair (RFC 3261 §25.1); such a line is not kept, so it
+            # can never be echoed into a response.
             error = error or SipParseError(f"malformed header line: {line[:60]!r}")
             continue
         headers.add(name, value.strip(WS))

@@ -213,6 +213,8 @@ class TransactionLayer:
         self._events.append(RequestReceived(request, source, tx))
 
     def _receive_ack(self, ack: Request, source: Any, key: tuple, tx: ServerTransaction | None, now: float) -> None:
+        if tx is None:
+            tx = self._completed_invite_for(ack)
         if tx is not None and tx.state is State.COMPLETED:
             # §17.2.1: ACK for a non-2xx final response ends retransmissions.
             tx.state = State.CONFIRMED
@@ -231,6 +233,26 @@ class TransactionLayer:
             pending.timers.pop("G2xx", None)
             pending.context["acked"] = True
         self._events.append(RequestReceived(ack, source, None))
+
+    def _completed_invite_for(self, ack: Request) -> ServerTransaction | None:
+        """Match an ACK that carries a fresh branch to the non-2xx it acknowledges.
+
+        RFC 3261 §17.1.1.3 says the ACK reuses the INVITE's branch, but some
+        clients send a new one; matching on Call-ID, CSeq and the response's
+        To-tag (the RFC 2543 rule of §17.2.3) keeps them from looping on
+        Timer G retransmissions.
+        """
+        try:
+            call_id, number, to_tag = ack.call_id, ack.cseq.number, ack.to_addr.tag
+        except ValueError:
+            return None
+        for candidate in self._server.values():
+            response = candidate.last_response
+            if (candidate.state is State.COMPLETED and candidate.is_invite and response is not None
+                    and candidate.request.call_id == call_id and candidate.request.cseq.number == number
+                    and response.to_addr.tag == to_tag):
+                return candidate
+        return None
 
     def respond(self, tx: ServerTransaction, response: Response, now: float) -> None:
         """Send a response within ``tx`` and run the §17.2 state machine."""

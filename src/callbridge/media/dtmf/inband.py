@@ -23,6 +23,7 @@ same digit is not reported again until the tone has been absent for about
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -84,19 +85,30 @@ class InbandDtmfDetector:
             raise ValueError(f"sample rate must be at least {BASE_RATE} Hz")
         self.sample_rate = sample_rate
         self.thresholds = thresholds or InbandThresholds()
-        self.block_size = round(BLOCK_SECONDS * sample_rate)
-        self.hop = round(self.block_size * HOP_FRACTION)
+        # even, so a block is exactly two hops (see the split basis below)
+        self.hop = round(BLOCK_SECONDS * sample_rate * HOP_FRACTION)
+        self.block_size = 2 * self.hop
         n = self.block_size
-        freqs = len(DTMF_FREQS)
-        # One matrix, applied to windows of n+1 samples, yields three banks:
-        # rectangular bins (levels, energy share), and Hann bins over samples
-        # 0..n-1 and 1..n whose phase difference is the tone frequency.
+        k = len(DTMF_FREQS)
+        # Rectangular bins give levels and the energy share; a trailing
+        # column of ones gives the block sum, so DC can be removed
+        # algebraically instead of by touching the samples.
+        rect = np.concatenate((dft_basis(DTMF_FREQS, n, sample_rate), np.ones((n, 1))), axis=1)
+        rect[:, : 2 * k] -= rect[:, : 2 * k].mean(axis=0)  # a zero-mean basis ignores DC
+        self._rect_basis = rect
+        # Blocks overlap by half, so each block's bins are the sum of its two
+        # halves' partial sums: one matrix product over non-overlapping halves
+        # (a reshape, no copies) serves every block of the chunk.
+        self._split_basis = np.concatenate((rect[: self.hop], rect[self.hop :]), axis=1)
+        # Hann bins over samples 0..n-1 and 1..n: their phase difference is
+        # the tone frequency. Computed only for blocks that pass the screen.
         hann = np.hanning(n)
-        basis = np.zeros((n + 1, 6 * freqs))
-        basis[:n, : 2 * freqs] = dft_basis(DTMF_FREQS, n, sample_rate)
-        basis[:n, 2 * freqs : 4 * freqs] = dft_basis(DTMF_FREQS, n, sample_rate, hann)
-        basis[1:, 4 * freqs :] = dft_basis(DTMF_FREQS, n, sample_rate, hann)
-        self._basis = basis
+        pair = np.zeros((n + 1, 4 * k))
+        pair[:n, : 2 * k] = dft_basis(DTMF_FREQS, n, sample_rate, hann)
+        pair[1:, 2 * k :] = dft_basis(DTMF_FREQS, n, sample_rate, hann)
+        self._hann_basis = pair
+        self._hann_dc = pair.sum(axis=0)  # response to a constant, subtracted per block
+        self._span_index = np.arange(n + 1)
         self._nominal = np.asarray(DTMF_FREQS)
         t = self.thresholds
         # |X|^2 of a sine of amplitude A over n samples is (A n / 2)^2
@@ -104,6 +116,10 @@ class InbandDtmfDetector:
         self._normal_twist = 10 ** (t.normal_twist_db / 10)
         self._reverse_twist = 10 ** (t.reverse_twist_db / 10)
         self._relative_peak = 10 ** (t.relative_peak_db / 10)
+        # Largest roll-off correction an in-tolerance tone can need: bounds
+        # what the screen may assume before the frequency is known.
+        worst_offset = np.minimum(t.freq_tolerance * self._nominal * n / sample_rate, _MAX_OFFSET_BINS)
+        self._max_gain = 1.0 / np.sinc(worst_offset) ** 2
         self.reset()
 
     def reset(self) -> None:
@@ -119,39 +135,85 @@ class InbandDtmfDetector:
         """Analyse the next chunk; returns digits whose tone qualified in it."""
         chunk = np.asarray(samples, dtype=np.float64)
         buf = np.concatenate((self._pending, chunk)) if self._pending.size else chunk
-        span = self.block_size + 1
-        if buf.size < span:
+        hop = self.hop
+        count = (buf.size - self.block_size - 1) // hop + 1  # blocks with their extra sample
+        if count <= 0:
             self._pending = buf
             return []
-        count = (buf.size - span) // self.hop + 1
-        windows = np.lib.stride_tricks.sliding_window_view(buf, span)[:: self.hop][:count]
-        results = self.classify(windows)
+        halves = buf[: (count + 1) * hop].reshape(count + 1, hop)
+        partial = halves @ self._split_basis
+        width = self._rect_basis.shape[1]
+        parts = partial[:-1, :width] + partial[1:, width:]
+        half_energy = np.einsum("ij,ij->i", halves, halves)
+        energy = half_energy[:-1] + half_energy[1:]
+        results = self._decide(parts, energy, lambda sel: buf[sel[:, None] * hop + self._span_index])
         base = self._pending_start
-        consumed = count * self.hop
+        consumed = count * hop
         self._pending = buf[consumed:].copy()
         self._pending_start += consumed
-        return self._track(results, base)
+        return self._track(results, count, base)
 
     def classify(self, windows: NDArray[np.floating]) -> NDArray[np.int64]:
-        """Per-window key index 0..15 (KEYPAD order, row*4+col) or -1.
+        """Per-block key index 0..15 (KEYPAD order, row*4+col) or -1.
 
-        ``windows`` has shape (n, block_size + 1); the extra sample feeds the
-        frequency estimate.
+        ``windows`` has shape (m, block_size + 1); the extra sample feeds the
+        frequency estimate. For analysis and tuning; :meth:`feed` is the
+        streaming path.
         """
-        t = self.thresholds
-        n = self.block_size
-        x = windows - windows.mean(axis=1, keepdims=True)  # DC is not a tone
-        parts = x @ self._basis
-        k = len(DTMF_FREQS)
-        power = parts[:, :k] ** 2 + parts[:, k : 2 * k] ** 2
-        early = parts[:, 2 * k : 3 * k] + 1j * parts[:, 3 * k : 4 * k]
-        late = parts[:, 4 * k : 5 * k] + 1j * parts[:, 5 * k :]
-        energy = np.einsum("ij,ij->i", x[:, :n], x[:, :n])
+        block = np.asarray(windows[:, : self.block_size], dtype=np.float64)
+        parts = block @ self._rect_basis
+        energy = np.einsum("ij,ij->i", block, block)
+        results = self._decide(parts, energy, lambda sel: np.asarray(windows[sel], dtype=np.float64))
+        return np.full(len(block), _NO_DIGIT, dtype=np.int64) if results is None else results
 
+    def _decide(
+        self,
+        parts: NDArray[np.float64],
+        raw_energy: NDArray[np.float64],
+        fetch: Callable[[NDArray[np.intp]], NDArray[np.float64]],
+    ) -> NDArray[np.int64] | None:
+        """Keys per block from the rectangular bins; ``None`` when no block passes."""
+        n = self.block_size
+        k = len(DTMF_FREQS)
+        sums = parts[:, 2 * k]
+        energy = raw_energy - sums * sums / n  # energy of the block minus its DC
+        power = parts[:, :k] ** 2 + parts[:, k : 2 * k] ** 2
+        # Screen: even with the most generous frequency correction, do the
+        # strongest tones hold enough level and energy share?
+        gained = power * self._max_gain
+        best_row = gained[:, :_GROUP].max(axis=1)
+        best_col = gained[:, _GROUP:].max(axis=1)
+        hopeful = (np.minimum(best_row, best_col) >= self._min_power) & (
+            2.0 * (best_row + best_col) >= self.thresholds.min_energy_ratio * n * energy
+        )
+        if not hopeful.any():
+            return None
+        sel = np.flatnonzero(hopeful)
+        power = power[sel]
         rows = np.argmax(power[:, :_GROUP], axis=1)
         cols = _GROUP + np.argmax(power[:, _GROUP:], axis=1)
-        idx = np.arange(len(x))
-        ok = np.ones(len(x), dtype=bool)
+        windows = fetch(sel)
+        hann_parts = windows @ self._hann_basis - (sums[sel] / n)[:, None] * self._hann_dc
+        ok = self._verify(hann_parts, power, energy[sel], rows, cols)
+        results = np.full(len(parts), _NO_DIGIT, dtype=np.int64)
+        results[sel[ok]] = rows[ok] * _GROUP + (cols[ok] - _GROUP)
+        return results
+
+    def _verify(
+        self,
+        hann_parts: NDArray[np.float64],
+        power: NDArray[np.float64],
+        energy: NDArray[np.float64],
+        rows: NDArray[np.int64],
+        cols: NDArray[np.int64],
+    ) -> NDArray[np.bool_]:
+        t = self.thresholds
+        n = self.block_size
+        k = len(DTMF_FREQS)
+        early = hann_parts[:, :k] + 1j * hann_parts[:, k : 2 * k]
+        late = hann_parts[:, 2 * k : 3 * k] + 1j * hann_parts[:, 3 * k :]
+        idx = np.arange(len(power))
+        ok = np.ones(len(power), dtype=bool)
         tone_power = []
         smooth_power = []
         for chosen, group in ((rows, slice(0, _GROUP)), (cols, slice(_GROUP, 2 * _GROUP))):
@@ -177,11 +239,20 @@ class InbandDtmfDetector:
         ok &= col_smooth <= row_smooth * self._normal_twist
         ok &= row_smooth <= col_smooth * self._reverse_twist
         # tone energy over the block is 2|X|^2/n for each sinusoid
-        ok &= 2.0 * (row_power + col_power) / n >= t.min_energy_ratio * energy
-        return np.where(ok, rows * _GROUP + (cols - _GROUP), _NO_DIGIT)
+        ok &= 2.0 * (row_power + col_power) >= t.min_energy_ratio * n * energy
+        return ok
 
-    def _track(self, results: NDArray[np.int64], base: int) -> list[InbandDigit]:
+    def _track(self, results: NDArray[np.int64] | None, count: int, base: int) -> list[InbandDigit]:
         t = self.thresholds
+        if results is None:
+            # fast path, same outcome as the loop below: nothing is forming
+            self._candidate = _NO_DIGIT
+            self._run = 0
+            if self._active != _NO_DIGIT:
+                self._misses += count
+                if self._misses >= t.release_blocks:
+                    self._active = _NO_DIGIT
+            return []
         found: list[InbandDigit] = []
         for i, key in enumerate(results.tolist()):
             if key == _NO_DIGIT or key != self._candidate:

@@ -1,0 +1,168 @@
+"""Start ``callbridge serve`` as a real process on free loopback ports, and run real peers at it."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+SCENARIOS = Path(__file__).parent / "scenarios"
+STARTUP_TIMEOUT = 20.0
+
+
+def require_tool(name: str) -> str:
+    """Interop tests must run in CI: a missing peer is a failure, not a skip."""
+    path = shutil.which(name)
+    if path is None:
+        pytest.fail(f"{name} is not installed; .ci/run installs it (see README)")
+    return path
+
+
+def free_port() -> int:
+    """A port free for both UDP and TCP (SIP listens on both)."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+            tcp.bind(("127.0.0.1", 0))
+            port = tcp.getsockname()[1]
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+                try:
+                    udp.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+            return port
+    raise RuntimeError("no free port")
+
+
+@dataclass
+class RunningServer:
+    process: subprocess.Popen
+    sip_port: int
+    http_port: int
+    workdir: Path
+    log_path: Path
+
+    def get(self, path: str) -> dict:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}{path}", timeout=5) as response:
+            return json.loads(response.read())
+
+    def post(self, path: str, body: dict) -> tuple[int, dict]:
+        request = urllib.request.Request(f"http://127.0.0.1:{self.http_port}{path}", data=json.dumps(body).encode(),
+                                         headers={"Content-Type": "application/json"}, method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read() or b"{}")
+
+    def calls(self) -> list[dict]:
+        return self.get("/api/calls")["calls"]
+
+    def wait_for(self, predicate, timeout: float = 10.0, what: str = "condition"):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            value = predicate()
+            if value:
+                return value
+            time.sleep(0.05)
+        raise AssertionError(f"timed out waiting for {what}; server log:\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 40) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def start_server(tmp_path: Path, config_text: str | None = None, extra_args: list[str] | None = None) -> RunningServer:
+    sip_port, http_port = free_port(), free_port()
+    args = [sys.executable, "-m", "callbridge.app.cli", "serve", "--host", "127.0.0.1", "--sip-port", str(sip_port),
+            "--http-port", str(http_port), "--data-dir", str(tmp_path / "data")]
+    if config_text is not None:
+        config = tmp_path / "callbridge.yaml"
+        config.write_text(config_text)
+        args += ["--config", str(config)]
+    args += extra_args or []
+    log_path = tmp_path / "server.log"
+    process = subprocess.Popen(args, stdout=log_path.open("w"), stderr=subprocess.STDOUT, cwd=tmp_path,
+                               env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    server = RunningServer(process, sip_port, http_port, tmp_path, log_path)
+    deadline = time.monotonic() + STARTUP_TIMEOUT
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"server exited with {process.returncode}:\n{server.log_tail()}")
+        try:
+            if server.get("/healthz")["status"] == "ok":
+                return server
+        except OSError:
+            time.sleep(0.1)
+    process.kill()
+    raise AssertionError(f"server did not become healthy:\n{server.log_tail()}")
+
+
+def stop_server(server: RunningServer) -> None:
+    if server.process.poll() is None:
+        server.process.terminate()
+        try:
+            server.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.process.kill()
+            server.process.wait()
+    text = server.log_path.read_text(errors="replace")
+    # No exception may ever escape into the logs as a crash.
+    assert "Traceback" not in text, f"server logged a traceback:\n{text[-4000:]}"
+
+
+@pytest.fixture
+def server(tmp_path):
+    running = start_server(tmp_path)
+    yield running
+    stop_server(running)
+
+
+@pytest.fixture
+def server_factory(tmp_path):
+    started: list[RunningServer] = []
+
+    def factory(config_text: str | None = None, extra_args: list[str] | None = None) -> RunningServer:
+        workdir = tmp_path / f"server{len(started)}"
+        workdir.mkdir()
+        running = start_server(workdir, config_text, extra_args)
+        started.append(running)
+        return running
+
+    yield factory
+    for running in started:
+        stop_server(running)
+
+
+@dataclass
+class SippResult:
+    returncode: int
+    output: str
+
+
+def run_sipp(args: list[str], *, cwd: Path, timeout: float = 60.0) -> SippResult:
+    sipp = require_tool("sipp")
+    # SIPp looks for the built-in scenarios' pcap files under ./pcap.
+    pcap = cwd / "pcap"
+    if not pcap.exists():
+        pcap.symlink_to("/usr/share/sip-tester")
+    command = [sipp, *args, "-nostdin", "-trace_err", "-timeout", str(int(timeout)), "-timeout_error"]
+    completed = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=timeout + 15)
+    output = completed.stdout + completed.stderr
+    for error_log in cwd.glob("*_errors.log"):
+        output += "\n--- " + error_log.name + "\n" + error_log.read_text(errors="replace")
+        error_log.unlink()
+    return SippResult(completed.returncode, output)
+
+
+def start_sipp(args: list[str], *, cwd: Path) -> subprocess.Popen:
+    sipp = require_tool("sipp")
+    return subprocess.Popen([sipp, *args, "-nostdin", "-trace_err"], cwd=cwd, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
