@@ -39,7 +39,7 @@ class ServerConfig(_Strict):
     @model_validator(mode="after")
     def _tls_needs_cert(self) -> "ServerConfig":
         if self.sips_port is not None and self.tls is None:
-            raise ValueError("sips_port needs tls.cert and tls.key")
+            raise ValueError("sips_port: needs tls.cert and tls.key")
         return self
 
 
@@ -87,7 +87,7 @@ class MediaConfig(_Strict):
     @model_validator(mode="after")
     def _range(self) -> "MediaConfig":
         if self.rtp_port_max - self.rtp_port_min < 2:
-            raise ValueError("rtp_port_max must be at least rtp_port_min + 2")
+            raise ValueError("rtp_port_max: must be at least rtp_port_min + 2")
         return self
 
     @field_validator("codecs")
@@ -134,6 +134,10 @@ def config_from(located: Located) -> Config:
     except ValidationError as exc:
         first = exc.errors()[0]
         path = tuple(p for p in first["loc"] if not isinstance(p, str) or not p.startswith("function-"))
+        # Model-level checks name their field as "field: reason"; point at that field.
+        field_name, sep, _ = first["msg"].removeprefix("Value error, ").partition(": ")
+        if sep and path + (field_name,) in located.positions:
+            path = path + (field_name,)
         raise SourceError(located.position(path), _describe(first)) from None
     config.source = located.file
     return config

@@ -103,7 +103,9 @@ def _unfold(head: str) -> list[str]:
     """
     lines: list[str] = []
     for raw in _LINE_END.split(head):
-        if raw[:1] in (" ", "\t") and lines:
+        # Only header fields fold: white space right after the start line is
+        # kept as a (malformed) line of its own.
+        if raw[:1] in (" ", "\t") and len(lines) > 1:
             lines[-1] = lines[-1].rstrip(WS) + " " + raw.strip(WS)
         else:
             lines.append(raw)

@@ -22,7 +22,6 @@ same digit is not reported again until the tone has been absent for about
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -44,7 +43,7 @@ _GROUP = len(ROW_FREQS)
 
 BASE_RATE = 8000
 BLOCK_SECONDS = 102 / BASE_RATE  # 12.75 ms: 78 Hz bins separate adjacent DTMF tones
-HOP_FRACTION = 0.5  # half-block steps give ~6 ms timing resolution for duration rules
+HOPS_PER_BLOCK = 2  # half-block steps give ~6 ms timing resolution for duration rules
 FULL_SCALE = 32768.0
 
 DEFAULT_TONE_DBFS = -10.0
@@ -86,8 +85,8 @@ class InbandDtmfDetector:
         self.sample_rate = sample_rate
         self.thresholds = thresholds or InbandThresholds()
         # even, so a block is exactly two hops (see the split basis below)
-        self.hop = round(BLOCK_SECONDS * sample_rate * HOP_FRACTION)
-        self.block_size = 2 * self.hop
+        self.hop = round(BLOCK_SECONDS * sample_rate / HOPS_PER_BLOCK)
+        self.block_size = HOPS_PER_BLOCK * self.hop
         n = self.block_size
         k = len(DTMF_FREQS)
         # Rectangular bins give levels and the energy share; a trailing
@@ -120,6 +119,12 @@ class InbandDtmfDetector:
         # what the screen may assume before the frequency is known.
         worst_offset = np.minimum(t.freq_tolerance * self._nominal * n / sample_rate, _MAX_OFFSET_BINS)
         self._max_gain = 1.0 / np.sinc(worst_offset) ** 2
+        # 2*sum(gain*|X|^2) + ratio*sum^2 >= ratio*n*sum(x^2)  <=>  tone share
+        # of the DC-free energy could reach min_energy_ratio
+        ratio = t.min_energy_ratio
+        self._quick_weights = np.concatenate((2 * self._max_gain, 2 * self._max_gain, [ratio]))
+        self._quick_scale = ratio * n
+        self._quick_floor = 4 * self._min_power  # both tones at the minimum level
         self.reset()
 
     def reset(self) -> None:
@@ -175,9 +180,18 @@ class InbandDtmfDetector:
         """Keys per block from the rectangular bins; ``None`` when no block passes."""
         n = self.block_size
         k = len(DTMF_FREQS)
+        squared = parts * parts
+        # Quick necessary condition, one product for all blocks: even all
+        # eight bins at their most generous correction must hold the
+        # required share of the (DC-free) energy and twice the minimum
+        # tone level. Fails on silence and almost all speech, so most
+        # frames cost only this.
+        bound = np.maximum(self._quick_scale * raw_energy, self._quick_floor)
+        if not np.any(squared @ self._quick_weights >= bound):
+            return None
         sums = parts[:, 2 * k]
         energy = raw_energy - sums * sums / n  # energy of the block minus its DC
-        power = parts[:, :k] ** 2 + parts[:, k : 2 * k] ** 2
+        power = squared[:, :k] + squared[:, k : 2 * k]
         # Screen: even with the most generous frequency correction, do the
         # strongest tones hold enough level and energy share?
         gained = power * self._max_gain
@@ -338,7 +352,3 @@ def dtmf_sequence(
         out[start : start + tone_len] = dtmf_tone(digit, duration_ms / 1000, sample_rate, amplitude_dbfs, twist_db)
     return out
 
-
-def tone_level_dbfs(amplitude: float) -> float:
-    """Level of a sine of peak ``amplitude`` in dB re full scale."""
-    return 20 * math.log10(max(amplitude, 1e-9) / FULL_SCALE)

@@ -1,0 +1,116 @@
+"""Call setup rate of one callbridge process, measured from outside by SIPp.
+
+For each rate SIPp's built-in ``uac`` places calls (INVITE/200/ACK, then BYE
+after --hold ms) for --seconds. We report failed calls and the INVITE→200
+time percentiles from SIPp's own response-time trace, and stop at the
+first rate that fails a call.
+
+    .venv/bin/python bench/sip_cps.py            # default rates
+    .venv/bin/python bench/sip_cps.py --rates 50 100 200 --seconds 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+        tcp.bind(("127.0.0.1", 0))
+        port = tcp.getsockname()[1]
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        udp.bind(("127.0.0.1", port))
+    return port
+
+
+def start_server(workdir: Path) -> tuple[subprocess.Popen, int, int]:
+    sip, http = free_port(), free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "callbridge.app.cli", "serve", "--sip-port", str(sip), "--http-port", str(http),
+         "--log-level", "warning", "--data-dir", str(workdir / "data")],
+        stdout=subprocess.DEVNULL, stderr=(workdir / "server.log").open("w"))
+    for _ in range(200):
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{http}/healthz", timeout=1)
+            return process, sip, http
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError("server did not start")
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / 100.0  # utime + stime, in clock ticks
+
+
+def run_rate(sip_port: int, rate: int, seconds: int, hold_ms: int, workdir: Path, pid: int) -> dict:
+    total = rate * seconds
+    for old in workdir.glob("*.csv"):
+        old.unlink()
+    cpu_before, wall_before = cpu_seconds(pid), time.monotonic()
+    completed = subprocess.run(
+        ["sipp", "-sn", "uac", f"127.0.0.1:{sip_port}", "-i", "127.0.0.1", "-p", str(free_port()), "-r", str(rate),
+         "-m", str(total), "-l", str(rate * 4), "-d", str(hold_ms), "-nostdin", "-trace_rtt", "-rtt_freq", "1",
+         "-trace_stat", "-fd", "1", "-timeout", str(seconds * 4 + 30), "-timeout_error"],
+        cwd=workdir, capture_output=True, text=True)
+    cpu = cpu_seconds(pid) - cpu_before
+    wall = time.monotonic() - wall_before
+    rtts: list[float] = []
+    for path in workdir.glob("*_rtt.csv"):
+        with path.open() as handle:
+            for row in csv.reader(handle, delimiter=";"):
+                if len(row) >= 3 and row[-2].replace(".", "", 1).isdigit():
+                    rtts.append(float(row[-2]))
+    failed = total
+    for path in workdir.glob("*_.csv"):
+        rows = list(csv.reader(path.open(), delimiter=";"))
+        header, last = rows[0], rows[-1]
+        failed = int(last[header.index("FailedCall(C)")])
+    values = np.array(rtts) if rtts else np.array([float("nan")])
+    return {"rate": rate, "calls": total, "failed": failed if completed.returncode in (0, 1) else max(failed, 1),
+            "p50_ms": float(np.percentile(values, 50)), "p99_ms": float(np.percentile(values, 99)),
+            "cpu_pct": 100 * cpu / wall}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rates", type=int, nargs="+", default=[25, 50, 100, 150, 200, 300])
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--hold", type=int, default=1000, help="ms each call stays up before BYE")
+    args = parser.parse_args()
+    if shutil.which("sipp") is None:
+        sys.exit("sipp is not installed (apt-get install sip-tester)")
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        (workdir / "pcap").symlink_to("/usr/share/sip-tester")
+        process, sip_port, _ = start_server(workdir)
+        try:
+            print(f"{'cps':>5} {'calls':>6} {'failed':>6} {'p50 ms':>7} {'p99 ms':>7} {'server CPU %':>12}")
+            best = None
+            for rate in args.rates:
+                row = run_rate(sip_port, rate, args.seconds, args.hold, workdir, process.pid)
+                print(f"{row['rate']:>5} {row['calls']:>6} {row['failed']:>6} {row['p50_ms']:>7.1f} "
+                      f"{row['p99_ms']:>7.1f} {row['cpu_pct']:>12.1f}", flush=True)
+                if row["failed"]:
+                    break
+                best = row
+            if best:
+                print(f"\nhighest rate with 0 failed calls: {best['rate']} cps, p99 INVITE→200 {best['p99_ms']:.1f} ms")
+        finally:
+            process.terminate()
+            process.wait()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Set up everything callbridge needs on a fresh Debian machine:
+#   scripts/setup.sh          the service (Python 3.12 venv with callbridge)
+#   scripts/setup.sh --test   plus the real SIP peers and test tools the tests drive
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+want_test=0
+[ "${1:-}" = "--test" ] && want_test=1
+
+apt_packages=()
+if [ "$want_test" = 1 ]; then
+  # SIPp (sip-tester) and baresip are the real peers of the interop tests;
+  # sox and espeak-ng make reference audio.
+  for pkg in sip-tester baresip-core sox espeak-ng; do
+    dpkg -s "$pkg" >/dev/null 2>&1 || apt_packages+=("$pkg")
+  done
+fi
+if [ "${#apt_packages[@]}" -gt 0 ]; then
+  SUDO=""
+  [ "$(id -u)" = 0 ] || SUDO="sudo"
+  echo "setup: installing ${apt_packages[*]} (apt)"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${apt_packages[@]}" >/dev/null
+fi
+
+# Python 3.12 (the Nova Sonic SDK needs it): from PATH, pyenv, or its usual pyenv home.
+find_python() {
+  for candidate in python3.12 "$(command -v pyenv >/dev/null 2>&1 && pyenv prefix 3.12.1 2>/dev/null)/bin/python3.12" \
+                   "$HOME"/.pyenv/versions/3.12*/bin/python3.12; do
+    if [ -n "$candidate" ] && command -v "$candidate" >/dev/null 2>&1; then
+      echo "$candidate"; return 0
+    fi
+  done
+  return 1
+}
+if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import sys; sys.exit(sys.version_info[:2] != (3, 12))'; then
+  python=$(find_python) || { echo "setup: Python 3.12 not found (install it, e.g. 'pyenv install 3.12')" >&2; exit 1; }
+  echo "setup: creating .venv with $python"
+  rm -rf .venv
+  "$python" -m venv .venv
+fi
+
+extras=""
+[ "$want_test" = 1 ] && extras="[test]"
+stamp=".venv/.installed$extras"
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  echo "setup: installing callbridge$extras into .venv"
+  .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip >/dev/null
+  .venv/bin/python -m pip install -q --disable-pip-version-check -e ".$extras"
+  touch "$stamp"
+fi
+echo "setup: done"
