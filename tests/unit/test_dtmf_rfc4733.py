@@ -5,6 +5,8 @@ from __future__ import annotations
 import struct
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from callbridge.media.dtmf.rfc4733 import (
     END_PACKET_REPEATS,
@@ -207,3 +209,33 @@ def test_plan_dial_string() -> None:
         plan_dial_string("12e")
     with pytest.raises(ValueError):
         plan_dial_string("1", gap_ms=10)
+
+
+# ------------------------------------------------------------------ property: lossy networks
+
+
+@st.composite
+def lossy_dial(draw):
+    """A dial string's packets with per-event loss, duplication and shuffling."""
+    dial = draw(st.text(alphabet="0123456789*#ABCD", min_size=1, max_size=6))
+    start = draw(st.integers(0, 2**32 - 1))
+    packets = dial_string_packets(dial, start, duration_ms=draw(st.sampled_from([40, 60, 100, 250])))
+    events: dict[int, list] = {}
+    for p in packets:
+        events.setdefault(p.timestamp, []).append((p.timestamp, p.marker, p.payload))
+    delivered = []
+    for group in events.values():
+        keep = draw(st.lists(st.booleans(), min_size=len(group), max_size=len(group)))
+        survivors = [p for p, k in zip(group, keep, strict=True) if k] or [group[draw(st.integers(0, len(group) - 1))]]
+        survivors += draw(st.lists(st.sampled_from(survivors), max_size=3))  # duplicates
+        delivered += draw(st.permutations(survivors))
+    return dial, delivered
+
+
+@settings(max_examples=150, deadline=None)
+@given(lossy_dial(), st.sampled_from(["start", "end"]))
+def test_each_press_reported_exactly_once_despite_loss(case, mode) -> None:
+    dial, packets = case
+    rx = Rfc4733Receiver(report=mode)
+    out = feed_all(rx, packets) + rx.flush()
+    assert "".join(d.digit for d in out) == dial

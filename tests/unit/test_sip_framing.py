@@ -15,7 +15,7 @@ from callbridge.sip.parser import parse_message
 def message(n: int, body: bytes = b"", *, cl_name: str = "Content-Length", cl_value: str | None = None, cl_first: bool = False) -> bytes:
     cl = f"{cl_name}: {len(body) if cl_value is None else cl_value}"
     lines = [
-        f"OPTIONS sip:bob@example.com SIP/2.0",
+        "OPTIONS sip:bob@example.com SIP/2.0",
         f"Via: SIP/2.0/TCP client.example.com;branch=z9hG4bK{n}",
         "Max-Forwards: 70",
         "To: <sip:bob@example.com>",
@@ -23,7 +23,10 @@ def message(n: int, body: bytes = b"", *, cl_name: str = "Content-Length", cl_va
         f"Call-ID: call-{n}@example.com",
         f"CSeq: {n} OPTIONS",
     ]
-    lines.insert(1, cl) if cl_first else lines.append(cl)
+    if cl_first:
+        lines.insert(1, cl)
+    else:
+        lines.append(cl)
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
 

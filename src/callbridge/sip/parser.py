@@ -242,12 +242,15 @@ def _frame_body(headers: Headers, body: bytes, *, stream: bool) -> bytes:
 
 def _validate(message: Message) -> None:
     headers = message.headers
+    counts: dict[str, int] = {}
+    for name, _ in headers:
+        counts[name] = counts.get(name, 0) + 1
     required = REQUIRED_REQUEST_HEADERS if isinstance(message, Request) else REQUIRED_RESPONSE_HEADERS
-    missing = [name for name in required if name not in headers]
+    missing = [name for name in required if name not in counts]
     if missing:
         raise SipParseError(f"missing {', '.join(missing)}")
     for name in SINGLE_VALUED:
-        if len(headers.get_all(name)) > 1:
+        if counts.get(name, 0) > 1:
             # RFC 4475 multi01: which dialog would it belong to?
             raise SipParseError(f"more than one {name}")
     # Parse the headers every transaction depends on, so errors surface here.

@@ -16,6 +16,8 @@ and being hashable.
 from __future__ import annotations
 
 import enum
+import heapq
+import itertools
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -154,6 +156,10 @@ class TransactionLayer:
         self._awaiting_ack: dict[tuple[str, int], ServerTransaction] = {}
         self._outbox: list[tuple[bytes, Any]] = []
         self._events: deque[Event] = deque()
+        self._heap: list[tuple[float, int, Any, str]] = []
+        self._sequence = itertools.count()
+        # (Call-ID, CSeq number) → INVITE server transaction that sent a non-2xx final.
+        self._completed_invites: dict[tuple[str, int], ServerTransaction] = {}
 
     # -- driver interface -------------------------------------------------------
 
@@ -164,19 +170,36 @@ class TransactionLayer:
     def next_event(self) -> Event | None:
         return self._events.popleft() if self._events else None
 
+    def _arm(self, tx: "ServerTransaction | ClientTransaction", name: str, deadline: float) -> None:
+        # Thousands of transactions linger in Completed/Accepted for 32 s at
+        # a few hundred calls/s: a heap keeps each timer operation O(log n).
+        # Entries are invalidated lazily: a popped entry counts only if the
+        # transaction still holds that timer at that deadline.
+        tx.timers[name] = deadline
+        heapq.heappush(self._heap, (deadline, next(self._sequence), tx, name))
+
+    def _live(self, entry: tuple) -> bool:
+        deadline, _, tx, name = entry
+        return tx.timers.get(name) == deadline
+
     def next_deadline(self) -> float | None:
-        deadlines = [d for tx in self._all() for d in tx.timers.values()]
-        return min(deadlines) if deadlines else None
+        heap = self._heap
+        while heap and not self._live(heap[0]):
+            heapq.heappop(heap)
+        return heap[0][0] if heap else None
 
     def handle_timer(self, now: float) -> None:
-        for tx in list(self._all()):
-            for name, deadline in sorted(tx.timers.items(), key=lambda item: item[1]):
-                if deadline <= now and name in tx.timers:
-                    del tx.timers[name]
-                    if isinstance(tx, ServerTransaction):
-                        self._server_timer(tx, name, now)
-                    else:
-                        self._client_timer(tx, name, now)
+        heap = self._heap
+        while heap and heap[0][0] <= now:
+            entry = heapq.heappop(heap)
+            if not self._live(entry):
+                continue
+            _, _, tx, name = entry
+            del tx.timers[name]
+            if isinstance(tx, ServerTransaction):
+                self._server_timer(tx, name, now)
+            else:
+                self._client_timer(tx, name, now)
 
     @property
     def counts(self) -> tuple[int, int]:
@@ -220,7 +243,7 @@ class TransactionLayer:
             tx.state = State.CONFIRMED
             tx.timers.pop("G", None)
             tx.timers.pop("H", None)
-            tx.timers["I"] = now + (0.0 if tx.reliable else self.t4)
+            self._arm(tx, "I", now + (0.0 if tx.reliable else self.t4))
             return
         if tx is not None and tx.state is State.CONFIRMED:
             return  # retransmitted ACK: absorbed
@@ -243,16 +266,12 @@ class TransactionLayer:
         Timer G retransmissions.
         """
         try:
-            call_id, number, to_tag = ack.call_id, ack.cseq.number, ack.to_addr.tag
+            candidate = self._completed_invites.get((ack.call_id, ack.cseq.number))
+            if candidate is None or candidate.state is not State.COMPLETED or candidate.last_response is None:
+                return None
+            return candidate if candidate.last_response.to_addr.tag == ack.to_addr.tag else None
         except ValueError:
             return None
-        for candidate in self._server.values():
-            response = candidate.last_response
-            if (candidate.state is State.COMPLETED and candidate.is_invite and response is not None
-                    and candidate.request.call_id == call_id and candidate.request.cseq.number == number
-                    and response.to_addr.tag == to_tag):
-                return candidate
-        return None
 
     def respond(self, tx: ServerTransaction, response: Response, now: float) -> None:
         """Send a response within ``tx`` and run the §17.2 state machine."""
@@ -269,19 +288,20 @@ class TransactionLayer:
             # RFC 6026 §7.1: stay to absorb INVITE retransmits; we (as the TU,
             # §13.3.1.4) retransmit the 2xx until the ACK arrives.
             tx.state = State.ACCEPTED
-            tx.timers["L"] = now + 64 * self.t1
+            self._arm(tx, "L", now + 64 * self.t1)
             tx.retransmit_interval = self.t1
-            tx.timers["G2xx"] = now + self.t1
+            self._arm(tx, "G2xx", now + self.t1)
             self._awaiting_ack[(tx.request.call_id, tx.request.cseq.number)] = tx
             return
         tx.state = State.COMPLETED
         if tx.is_invite:
+            self._completed_invites[(tx.request.call_id, tx.request.cseq.number)] = tx
             if not tx.reliable:
                 tx.retransmit_interval = self.t1
-                tx.timers["G"] = now + self.t1
-            tx.timers["H"] = now + 64 * self.t1
+                self._arm(tx, "G", now + self.t1)
+            self._arm(tx, "H", now + 64 * self.t1)
         else:
-            tx.timers["J"] = now + (0.0 if tx.reliable else 64 * self.t1)
+            self._arm(tx, "J", now + (0.0 if tx.reliable else 64 * self.t1))
 
     def _server_timer(self, tx: ServerTransaction, name: str, now: float) -> None:
         if name in ("G", "G2xx"):
@@ -290,7 +310,7 @@ class TransactionLayer:
             if tx.last_wire is not None:
                 self._outbox.append((tx.last_wire, tx.response_destination))
             tx.retransmit_interval = min(2 * tx.retransmit_interval, self.t2)
-            tx.timers[name] = now + tx.retransmit_interval
+            self._arm(tx, name, now + tx.retransmit_interval)
         elif name == "H":
             self._terminate_server(tx)
             self._events.append(TransactionTimedOut(tx, "H"))
@@ -312,6 +332,8 @@ class TransactionLayer:
             return
         if self._awaiting_ack.get(key) is tx:
             del self._awaiting_ack[key]
+        if self._completed_invites.get(key) is tx:
+            del self._completed_invites[key]
 
     def find_server(self, request: Request) -> ServerTransaction | None:
         """The server transaction a CANCEL refers to (RFC 3261 §9.2)."""
@@ -341,8 +363,8 @@ class TransactionLayer:
         self._client[key] = tx
         self._outbox.append((wire, destination))
         if not reliable:
-            tx.timers["A" if invite else "E"] = now + self.t1
-        tx.timers["B" if invite else "F"] = now + 64 * self.t1
+            self._arm(tx, "A" if invite else "E", now + self.t1)
+        self._arm(tx, "B" if invite else "F", now + 64 * self.t1)
         return tx
 
     def send_ack_for_2xx(self, ack: Request, destination: Any) -> None:
@@ -375,7 +397,7 @@ class TransactionLayer:
             tx.state = State.COMPLETED
             tx.timers.pop("E", None)
             tx.timers.pop("F", None)
-            tx.timers["K"] = now + (0.0 if tx.reliable else self.t4)
+            self._arm(tx, "K", now + (0.0 if tx.reliable else self.t4))
         self._events.append(ResponseReceived(response, tx))
 
     def _invite_client_response(self, tx: ClientTransaction, response: Response, now: float) -> None:
@@ -399,14 +421,15 @@ class TransactionLayer:
             tx.state = State.ACCEPTED
             tx.timers.pop("A", None)
             tx.timers.pop("B", None)
-            tx.timers.setdefault("M", now + 64 * self.t1)
+            if "M" not in tx.timers:
+                self._arm(tx, "M", now + 64 * self.t1)
         else:
             tx.state = State.COMPLETED
             tx.timers.pop("A", None)
             tx.timers.pop("B", None)
             tx.ack_wire = build_non2xx_ack(tx.request, response).serialize()
             self._outbox.append((tx.ack_wire, tx.destination))
-            tx.timers["D"] = now + (0.0 if tx.reliable else TIMER_D_UNRELIABLE)
+            self._arm(tx, "D", now + (0.0 if tx.reliable else TIMER_D_UNRELIABLE))
         self._events.append(ResponseReceived(response, tx))
 
     def _client_timer(self, tx: ClientTransaction, name: str, now: float) -> None:
@@ -419,7 +442,7 @@ class TransactionLayer:
                 tx.retransmit_interval = min(2 * tx.retransmit_interval, self.t2)
                 if tx.state is State.PROCEEDING:
                     tx.retransmit_interval = self.t2
-            tx.timers[name] = now + tx.retransmit_interval
+            self._arm(tx, name, now + tx.retransmit_interval)
         elif name in ("B", "F"):
             self._terminate_client(tx)
             self._events.append(TransactionTimedOut(tx, name))

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, replace
 from urllib.parse import unquote as percent_decode
-
-import re
 
 from .errors import SipParseError
 from .grammar import (

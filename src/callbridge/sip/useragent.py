@@ -169,13 +169,14 @@ class UserAgent:
         log.warning("malformed %s from %s: %s", request.method, source, exc.reason)
         if request.method == "ACK":
             return  # RFC 3261 §17: never respond to an ACK
+        if not exc.respondable:
+            return  # nothing to route or match a response by (RFC 4475 insuf, badinv01)
         try:
-            response = make_response(request, exc.status, f"Bad Request ({exc.reason})"[:120] if exc.status == 400 else None)
-            # Without these the peer could not match the response; drop instead.
-            response.call_id, response.cseq, response.top_via  # noqa: B018
+            reason = f"Bad Request ({exc.reason})"[:120] if exc.status == 400 else None
+            response = make_response(request, exc.status, reason.replace("\r", " ").replace("\n", " ") if reason else None)
+            self.transactions.send_stateless(response, source)
         except (SipParseError, ValueError):
-            return
-        self.transactions.send_stateless(response, source)
+            log.warning("could not answer malformed request from %s", source)
 
     def _process_transaction_events(self, now: float) -> None:
         while (event := self.transactions.next_event()) is not None:
