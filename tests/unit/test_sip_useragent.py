@@ -248,3 +248,24 @@ def test_digest_wrong_password_gets_403(password):
     h.feed(invite(branch="z9hG4bK-inv2", cseq=2, extra=f"Authorization: {auth}\r\n"))
     assert h.statuses() == [403]
     assert not any(isinstance(e, ev.IncomingCall) for e in h.events)
+
+
+def test_incoming_refer_gets_202_and_a_trying_notify():
+    h = Harness()
+    answered_call(h)
+    tag = h.take()[-1].to_addr.tag
+    h.feed(ACK.format(tag=tag, cseq=1).encode())
+    h.feed(invite(method="REFER", branch="z9hG4bK-ref", cseq=2, to_tag=tag, body="",
+                  extra="Refer-To: <sip:bob@127.0.0.1:5099>\r\n"))
+    sent = h.take()
+    assert sent[0].status == 202
+    notify = sent[1]
+    # RFC 3515 §2.4.4: an immediate NOTIFY with a 100 Trying sipfrag.
+    assert notify.method == "NOTIFY" and notify.headers.get("Event") == "refer"
+    assert notify.body.startswith(b"SIP/2.0 100")
+    refer = h.events[-1]
+    assert isinstance(refer, ev.ReferReceived) and str(refer.refer_to.uri) == "sip:bob@127.0.0.1:5099"
+    h.ua.notify_refer(refer.session, 200, "OK", h.now)
+    h.pump()
+    (final,) = h.take()
+    assert final.body.startswith(b"SIP/2.0 200") and final.headers.get("Subscription-State").startswith("terminated")
