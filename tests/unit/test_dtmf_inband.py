@@ -326,8 +326,9 @@ def read_wav_mono16(path: Path) -> tuple[np.ndarray, int]:
         return np.frombuffer(wav.readframes(wav.getnframes()), dtype="<i2").astype(np.int16), wav.getframerate()
 
 
-@pytest.mark.skipif(ESPEAK is None, reason="espeak-ng not installed")
 def test_talk_off_espeak_speech(tmp_path: Path) -> None:
+    if ESPEAK is None:
+        pytest.fail("espeak-ng not installed; scripts/setup.sh --test installs it")
     text = " ".join(SENTENCES)
     clips = []
     for i, (voice, speed, pitch) in enumerate(VOICES):
@@ -352,7 +353,7 @@ def test_wav_reader_with_sox_output(tmp_path: Path) -> None:
     # keeps the espeak path's WAV handling honest on machines without espeak-ng
     sox = shutil.which("sox")
     if sox is None:
-        pytest.skip("sox not installed")
+        pytest.fail("sox not installed; scripts/setup.sh --test installs it")
     out = tmp_path / "tone.wav"
     subprocess.run([sox, "-n", "-r", "22050", "-b", "16", "-c", "1", str(out), "synth", "0.2", "sine", "697"], check=True)
     pcm, rate = read_wav_mono16(out)
