@@ -26,6 +26,9 @@ class Leg:
 
     session: InviteSession
     stream: AudioStream | None = None
+    # Outbound legs hold their RTP port and SDP offer until the answer arrives.
+    pending_socket: Any = None
+    offer: Any = None
 
     @property
     def sip_call_id(self) -> str:
@@ -48,6 +51,7 @@ class Call:
     answered_at: float | None = None
     ended_at: float | None = None
     events: list[dict[str, Any]] = field(default_factory=list)
+    app_task: Any = None  # the asyncio task running this call's application
 
     @property
     def sip_call_id(self) -> str:

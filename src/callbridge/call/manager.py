@@ -218,9 +218,7 @@ class CallManager:
         session = self.ua.invite(uri, self._now(), sdp=offer.encode(), from_user=from_user, headers=headers,
                                  credentials=credentials, destination=destination)
         call = Call(direction="outbound", leg=Leg(session), called=uri.user, status=CallStatus.DIALING)
-        call.leg.stream = None
-        call._pending_socket = socket  # type: ignore[attr-defined]
-        call._offer = offer  # type: ignore[attr-defined]
+        call.leg.pending_socket, call.leg.offer = socket, offer
         session.app = call
         self.calls[call.id] = call
         self._set_status(call, CallStatus.DIALING)
@@ -228,11 +226,13 @@ class CallManager:
         return call
 
     async def _outbound_answered(self, call: Call, event: ev.CallAnswered) -> None:
-        socket: RtpSocket = call._pending_socket  # type: ignore[attr-defined]
+        socket: RtpSocket = call.leg.pending_socket
+        call.leg.pending_socket = None
         try:
-            answer = apply_answer(call._offer, parse_sdp(event.response.body))  # type: ignore[attr-defined]
+            answer = apply_answer(call.leg.offer, parse_sdp(event.response.body))
         except SdpError as exc:
             log.warning("bad SDP answer on %s: %s", call.sip_call_id, exc)
+            socket.close()
             self._hangup_leg(call, "error")
             return
         socket.set_remote(answer.remote_address, answer.remote_port)
@@ -288,14 +288,13 @@ class CallManager:
             if handle is not None:
                 self.pacer.remove(handle)
             stream.socket.close()
-        pending = getattr(call, "_pending_socket", None)
-        if pending is not None:
-            pending.close()
+        if call.leg.pending_socket is not None:
+            call.leg.pending_socket.close()
+            call.leg.pending_socket = None
 
     def _run_app(self, call: Call) -> None:
         if self.app is not None:
-            task = self._spawn(self.app.run(call, self), f"app-{call.id}")
-            call._app_task = task  # type: ignore[attr-defined]
+            call.app_task = self._spawn(self.app.run(call, self), f"app-{call.id}")
 
     # -- ending ---------------------------------------------------------------------------------------
 
@@ -314,7 +313,7 @@ class CallManager:
         call.end_reason = reason
         call.ended_at = time.time()
         self._stop_media(call)
-        task = getattr(call, "_app_task", None)
+        task = call.app_task
         if task is not None and not task.done() and task is not asyncio.current_task():
             task.cancel()
         self._set_status(call, CallStatus.HANGUP)

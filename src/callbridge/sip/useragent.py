@@ -18,7 +18,7 @@ from typing import Any
 
 from . import events as ev
 from .address import Address, address_for_uri
-from .bodies import parse_dtmf_info, parse_sipfrag_status, sipfrag
+from .bodies import dtmf_relay_body, parse_dtmf_info, parse_sipfrag_status, sipfrag
 from .dialog import Dialog, new_branch, new_call_id, new_tag
 from .digest import DigestError, DigestVerifier, VerifyStatus, build_authorization, choose_challenge
 from .errors import SipParseError
@@ -576,8 +576,6 @@ class UserAgent:
             session.pending_reinvite = tx
 
     def send_info_dtmf(self, session: InviteSession, digit: str, now: float, duration_ms: int = 160) -> None:
-        from .bodies import dtmf_relay_body
-
         self._send_in_dialog(session, "INFO", now, body=dtmf_relay_body(digit, duration_ms), content_type="application/dtmf-relay")
 
     def refer(self, session: InviteSession, target: str, now: float) -> None:
