@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -83,6 +84,25 @@ class MediaConfig(_Strict):
     rtp_port_min: int = Field(10000, ge=1024, le=65534)
     rtp_port_max: int = Field(20000, ge=1025, le=65535)
     codecs: list[str] = Field(default_factory=lambda: ["PCMU", "PCMA", "G722"])
+    dtmf_inband: Literal["auto", "always", "never"] = Field(
+        "auto", description="tone detection: auto = only when telephone-event was not negotiated")
+    record: bool = Field(True, description="stereo WAV per call under <data_dir>/recordings")
+    music_on_hold: Path | None = Field(None, description="WAV file looped while a caller is on hold")
+
+    @field_validator("music_on_hold")
+    @classmethod
+    def _music_readable(cls, value: Path | None) -> Path | None:
+        if value is None:
+            return value
+        from ..media.wavfile import WavError, read_wav
+
+        try:
+            read_wav(value)
+        except OSError as exc:
+            raise ValueError(f"cannot read {value}: {exc.strerror}") from None
+        except WavError as exc:
+            raise ValueError(f"{value}: {exc}") from None
+        return value
 
     @model_validator(mode="after")
     def _range(self) -> "MediaConfig":

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import FileResponse, JSONResponse
 from starlette.routing import Route
 
 if TYPE_CHECKING:
@@ -18,7 +18,53 @@ def build_http_app(server: "Server") -> Starlette:
         # 200 only once SIP listens and media is ready: load balancers rely on it.
         if not server.ready:
             return JSONResponse({"status": "starting"}, status_code=503)
-        return JSONResponse({"status": "ok", "active_calls": len(server.calls.active_calls)})
+        return JSONResponse({"status": "ok", "active_calls": len(server.calls.active_calls),
+                             "rtp_ports_in_use": server.ports.in_use})
+
+    async def media_stats(request: Request) -> JSONResponse:
+        stats = server.pacer.stats()
+        return JSONResponse({
+            "streams": stats.streams, "rtp_ports_in_use": server.ports.in_use,
+            "rtp_ports_free": server.ports.available,
+            "pacer": {"slot_runs": stats.slot_runs, "late_p50_ms": stats.late_p50_ms,
+                      "late_p99_ms": stats.late_p99_ms, "late_max_ms": round(stats.late_max_ms, 2),
+                      "resyncs": stats.resyncs},
+        })
+
+    async def call_recording(request: Request):
+        call = server.calls.calls.get(request.path_params["call_id"])
+        if call is None or call.recording is None:
+            return JSONResponse({"error": "no recording for this call"}, status_code=404)
+        return FileResponse(call.recording, media_type="audio/wav")
+
+    async def send_dtmf(request: Request) -> JSONResponse:
+        call = server.calls.calls.get(request.path_params["call_id"])
+        if call is None:
+            return JSONResponse({"error": "no such call"}, status_code=404)
+        body = await _json(request)
+        digits = body.get("digits") if isinstance(body, dict) else None
+        stream = call.leg.stream
+        if not isinstance(digits, str) or not digits or stream is None or stream.closed:
+            return JSONResponse({"error": "digits must be a non-empty string, on a call with media",
+                                 "field": "digits"}, status_code=422)
+        try:
+            stream.send_dtmf(digits)
+        except ValueError as exc:
+            return JSONResponse({"error": str(exc), "field": "digits"}, status_code=422)
+        call.log_event("dtmf_sent", digits=digits, method="rfc4733" if stream.telephone_event_pt else "inband")
+        return JSONResponse({"status": "sending"}, status_code=202)
+
+    def hold_handler(hold: bool):
+        async def handler(request: Request) -> JSONResponse:
+            call = server.calls.calls.get(request.path_params["call_id"])
+            if call is None:
+                return JSONResponse({"error": "no such call"}, status_code=404)
+            try:
+                server.calls.hold(call) if hold else server.calls.unhold(call)
+            except ValueError as exc:
+                return JSONResponse({"error": str(exc)}, status_code=409)
+            return JSONResponse({"hold": call.leg.stream.hold})
+        return handler
 
     async def list_calls(request: Request) -> JSONResponse:
         calls = sorted(server.calls.calls.values(), key=lambda c: c.created_at, reverse=True)
@@ -64,11 +110,16 @@ def build_http_app(server: "Server") -> Starlette:
 
     return Starlette(routes=[
         Route("/healthz", healthz),
+        Route("/api/media", media_stats),
         Route("/api/calls", list_calls, methods=["GET"]),
         Route("/api/calls", dial, methods=["POST"]),
         Route("/api/calls/{call_id}", get_call),
         Route("/api/calls/{call_id}/transfer", transfer_call, methods=["POST"]),
         Route("/api/calls/{call_id}/hangup", hangup_call, methods=["POST"]),
+        Route("/api/calls/{call_id}/hold", hold_handler(True), methods=["POST"]),
+        Route("/api/calls/{call_id}/unhold", hold_handler(False), methods=["POST"]),
+        Route("/api/calls/{call_id}/recording", call_recording),
+        Route("/api/calls/{call_id}/dtmf", send_dtmf, methods=["POST"]),
     ])
 
 

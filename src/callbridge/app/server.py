@@ -10,9 +10,10 @@ from dataclasses import dataclass
 
 import uvicorn
 
-from ..call.manager import CallManager
+from ..call.manager import CallManager, MediaPolicy
 from ..call.trunks import InboundTrunkPolicy, TrunkTable
 from ..media.pacer import MediaPacer
+from ..media.wavfile import scan_and_repair
 from ..rtp.ports import PortAllocator
 from ..sip.endpoint import SipEndpoint
 from ..sip.tls import server_context
@@ -51,9 +52,12 @@ class Server:
                 algorithms=tuple(t.auth.algorithms) if t.auth else ("MD5", "SHA-256"))
             for t in config.inbound_trunks
         ])
+        media = config.media
+        self.recordings_dir = server.data_dir / "recordings" if media.record else None
+        policy = MediaPolicy(codecs=media.codecs, dtmf_inband=media.dtmf_inband,
+                             recordings_dir=self.recordings_dir, music_on_hold=media.music_on_hold)
         self.calls = CallManager(self.endpoint, media_host=self.advertised_host, ports=self.ports, pacer=self.pacer,
-                                 trunks=trunks, codecs=config.media.codecs, app=DemoToneApp(),
-                                 ring_seconds=server.ring_seconds)
+                                 trunks=trunks, media=policy, app=DemoToneApp(), ring_seconds=server.ring_seconds)
         self._http: uvicorn.Server | None = None
         self._http_task: asyncio.Task | None = None
         self.bound: BoundPorts | None = None
@@ -63,6 +67,11 @@ class Server:
 
     async def start(self) -> BoundPorts:
         server = self.config.server
+        if self.recordings_dir is not None:
+            self.recordings_dir.mkdir(parents=True, exist_ok=True)
+            # A crash leaves recordings with stale header sizes: make them playable again.
+            for path in scan_and_repair(self.recordings_dir):
+                log.warning("repaired recording after an unclean shutdown", extra={"path": str(path)})
         ssl_context = None
         if server.tls is not None:
             ssl_context = server_context(str(server.tls.cert), str(server.tls.key))

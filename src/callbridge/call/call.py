@@ -28,7 +28,8 @@ class Leg:
     stream: AudioStream | None = None
     # Outbound legs hold their RTP port and SDP offer until the answer arrives.
     pending_socket: Any = None
-    offer: Any = None
+    offer: Any = None  # our latest SDP offer (initial INVITE or a hold/resume re-INVITE)
+    sdp_session_id: int | None = None  # o= session id, kept across re-offers (RFC 3264 §8)
 
     @property
     def sip_call_id(self) -> str:
@@ -51,6 +52,8 @@ class Call:
     answered_at: float | None = None
     ended_at: float | None = None
     events: list[dict[str, Any]] = field(default_factory=list)
+    dtmf: list[dict[str, Any]] = field(default_factory=list)  # each key press once, in order
+    recording: str | None = None
     app_task: Any = None  # the asyncio task running this call's application
 
     @property
@@ -59,6 +62,17 @@ class Call:
 
     def log_event(self, kind: str, **data: Any) -> None:
         self.events.append({"at": time.time(), "type": kind, **data})
+
+    def add_dtmf(self, digit: str, source: str, duration_ms: float | None = None) -> None:
+        entry = {"digit": digit, "source": source, "at": time.time()}
+        if duration_ms is not None:
+            entry["duration_ms"] = round(duration_ms, 1)
+        self.dtmf.append(entry)
+        self.log_event("dtmf", digit=digit, source=source)
+
+    @property
+    def digits(self) -> str:
+        return "".join(d["digit"] for d in self.dtmf)
 
     def to_record(self) -> dict[str, Any]:
         return {
@@ -76,10 +90,7 @@ class Call:
             "answered_at": self.answered_at,
             "ended_at": self.ended_at,
             "events": self.events,
-            "media": None if self.leg.stream is None else {
-                "codec": self.leg.stream.codec_name,
-                "payload_type": self.leg.stream.payload_type,
-                "packets_sent": self.leg.stream.stats.packets_sent,
-                "packets_received": self.leg.stream.stats.packets_received,
-            },
+            "dtmf": self.dtmf,
+            "recording": self.recording,
+            "media": None if self.leg.stream is None else self.leg.stream.media_record(),
         }

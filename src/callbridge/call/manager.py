@@ -11,16 +11,23 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
+from ..media.dtmf import DtmfEvent
+from ..media.dtmf.collector import InbandMode, inband_wanted
 from ..media.pacer import MediaPacer
+from ..media.recorder import CallRecorder
+from ..media.sources import LoopSource, Source, wav_source
 from ..media.stream import AudioStream
+from ..media.tone import hold_music
 from ..rtp.ports import PortAllocator
 from ..rtp.socket import RtpSocket
 from ..sip import events as ev
 from ..sip.address import Address
 from ..sip.endpoint import SipEndpoint
-from ..sip.sdp import NotAcceptable, SdpError, apply_answer, build_offer, negotiate_answer, parse_sdp
+from ..sip.sdp import Answer, NotAcceptable, SdpError, apply_answer, build_offer, negotiate_answer, parse_sdp
 from ..sip.session import InviteSession
 from ..sip.uri import SipUri, parse_uri
 from .call import Call, CallStatus, Leg
@@ -36,9 +43,20 @@ class CallApp(Protocol):
     async def run(self, call: Call, manager: "CallManager") -> None: ...
 
 
+@dataclass
+class MediaPolicy:
+    """How calls' media is set up: codecs, DTMF detection, recording, music on hold."""
+
+    codecs: list[str]
+    dtmf_inband: InbandMode = "auto"
+    recordings_dir: Path | None = None  # None: do not record
+    music_on_hold: Path | None = None  # None: the built-in hold music
+
+
 class CallManager:
     def __init__(self, endpoint: SipEndpoint, *, media_host: str, ports: PortAllocator, pacer: MediaPacer,
-                 trunks: TrunkTable, codecs: list[str], app: CallApp | None = None, ring_seconds: float = 0.0) -> None:
+                 trunks: TrunkTable, media: MediaPolicy, app: CallApp | None = None,
+                 ring_seconds: float = 0.0) -> None:
         self.ring_seconds = ring_seconds
         self.endpoint = endpoint
         self.ua = endpoint.ua
@@ -46,8 +64,10 @@ class CallManager:
         self.ports = ports
         self.pacer = pacer
         self.trunks = trunks
-        self.codecs = codecs
+        self.media = media
+        self.codecs = media.codecs
         self.app = app
+        self.dtmf_listeners: list[Callable[[Call, DtmfEvent], None]] = []
         self.calls: dict[str, Call] = {}
         self.listeners: list[Callable[[Call, str], None]] = []
         self._tasks: set[asyncio.Task] = set()
@@ -105,7 +125,12 @@ class CallManager:
             if call.status is CallStatus.DIALING:
                 self._set_status(call, CallStatus.RINGING)
         elif isinstance(event, ev.DtmfInfoReceived):
-            call.log_event("dtmf", digit=event.digit, source="info")
+            if call.leg.stream is not None:
+                call.leg.stream.dtmf.on_info(event.digit, time.monotonic(), event.duration_ms)
+            else:
+                self._on_dtmf(call, DtmfEvent(event.digit, "info", time.monotonic(), event.duration_ms))
+        elif isinstance(event, ev.AnswerReceived):
+            self._apply_reanswer(call, event)
         elif isinstance(event, ev.OfferReceived):
             self._answer_reoffer(call, event)
         elif isinstance(event, ev.ReferProgress):
@@ -166,10 +191,8 @@ class CallManager:
         if not session.is_active:  # cancelled while we opened the port
             socket.close()
             return
-        socket.set_remote(answer.remote_address, answer.remote_port)
-        stream = AudioStream(socket, answer.codec.name, answer.codec.payload_type,
-                             telephone_event_pt=answer.telephone_event_pt, ptime_ms=answer.ptime or 20)
-        call.leg.stream = stream
+        call.leg.sdp_session_id = answer.sdp.origin.sess_id
+        call.leg.stream = self._open_stream(call, socket, answer)
         self._act(lambda now: self.ua.ring(session, now))
         if self.ring_seconds:
             await asyncio.sleep(self.ring_seconds)
@@ -192,15 +215,21 @@ class CallManager:
             offer = parse_sdp(event.sdp)
             answer = negotiate_answer(offer, local_address=self.media_host,
                                       local_port=stream.socket.port if stream and stream.socket.port else 0,
-                                      codec_preference=self.codecs, session_id=int(call.created_at),
-                                      session_version=self._next_sdp_version())
+                                      codec_preference=self.codecs,
+                                      session_id=call.leg.sdp_session_id or int(call.created_at),
+                                      session_version=self._next_sdp_version(),
+                                      local_direction="sendonly" if stream and stream.hold == "local" else "sendrecv")
         except SdpError:
             self._act(lambda now: self.ua.reject_offer(session, 488, now))
             return
         if stream is not None:
             # Hold (RFC 3264 §8.4): stop sending when the peer will not receive.
-            stream.sending = answer.direction in ("sendrecv", "sendonly")
-            stream.socket.set_remote(answer.remote_address, answer.remote_port)
+            held = answer.direction not in ("sendrecv", "sendonly")
+            if held:
+                stream.set_hold("remote")
+            elif stream.hold == "remote":
+                stream.set_hold(None)
+            stream.socket.set_remote(answer.remote_address, answer.remote_port, answer.remote_rtcp_port)
         call.log_event("reoffer", method=event.method, direction=answer.direction)
         self._act(lambda now: self.ua.accept_offer(session, answer.sdp.encode(), now))
 
@@ -235,9 +264,8 @@ class CallManager:
             socket.close()
             self._hangup_leg(call, "error")
             return
-        socket.set_remote(answer.remote_address, answer.remote_port)
-        call.leg.stream = AudioStream(socket, answer.codec.name, answer.codec.payload_type,
-                                      telephone_event_pt=answer.telephone_event_pt)
+        call.leg.sdp_session_id = call.leg.offer.origin.sess_id
+        call.leg.stream = self._open_stream(call, socket, answer)
         call.answered_at = time.time()
         self._start_media(call)
         self._set_status(call, CallStatus.ACTIVE)
@@ -275,10 +303,85 @@ class CallManager:
 
     # -- media and application -----------------------------------------------------------------------
 
+    def _open_stream(self, call: Call, socket: RtpSocket, answer: Answer) -> AudioStream:
+        socket.set_remote(answer.remote_address, answer.remote_port, answer.remote_rtcp_port)
+        codec = answer.codec
+        stream = AudioStream(
+            socket, codec.name, codec.payload_type, telephone_event_pt=answer.telephone_event_pt,
+            ptime_ms=answer.ptime or 20, cn_payload_type=answer.comfort_noise_pt or 13,
+            inband_dtmf=inband_wanted(self.media.dtmf_inband, answer.telephone_event_pt is not None),
+            cname=f"callbridge@{self.media_host}", on_dtmf=lambda event: self._on_dtmf(call, event))
+        if self.media.recordings_dir is not None:
+            try:
+                stream.recorder = CallRecorder(self.media.recordings_dir / f"{call.id}.wav", stream.sample_rate)
+                call.recording = str(stream.recorder.path)
+            except OSError as exc:
+                # A full or read-only disk loses the recording, never the call.
+                log.error("cannot record call %s: %s", call.id, exc)
+        stream.hold_source = self._hold_source(stream.sample_rate)
+        if not answer.direction.startswith("send"):
+            stream.set_hold("remote")
+        return stream
+
+    def _hold_source(self, sample_rate: int) -> Source:
+        path = self.media.music_on_hold
+        if path is not None:
+            try:
+                music = wav_source(path, sample_rate)
+                return LoopSource(music.pcm, sample_rate, label=music.label)
+            except (OSError, ValueError) as exc:
+                # Checked at startup; if the file went away since, callers still hear something.
+                log.warning("music on hold %s unusable (%s); using the built-in music", path, exc)
+        return LoopSource(hold_music(sample_rate), sample_rate, label="built-in hold music")
+
+    def _on_dtmf(self, call: Call, event: DtmfEvent) -> None:
+        call.add_dtmf(event.digit, event.source, event.duration_ms)
+        log.info("dtmf", extra={"call_id": call.sip_call_id, "digit": event.digit, "source": event.source})
+        for listener in self.dtmf_listeners:
+            listener(call, event)
+        for listener in self.listeners:
+            listener(call, "dtmf")
+
+    # -- hold -------------------------------------------------------------------------------------------
+
+    def hold(self, call: Call) -> None:
+        """Put the caller on hold: music now, and a sendonly re-offer (RFC 3264 §8.4)."""
+        self._reoffer(call, "local", "sendonly")
+
+    def unhold(self, call: Call) -> None:
+        self._reoffer(call, None, "sendrecv")
+
+    def _reoffer(self, call: Call, hold: str | None, direction: str) -> None:
+        stream = call.leg.stream
+        if stream is None or call.status is not CallStatus.ACTIVE:
+            raise ValueError("the call has no active media")
+        stream.set_hold(hold)
+        codecs = [(stream.codec_name, stream.payload_type, stream.codec.clock_rate)]
+        offer = build_offer(self.media_host, stream.socket.port or 0, codecs,
+                            session_id=call.leg.sdp_session_id or int(call.created_at),
+                            session_version=self._next_sdp_version(),
+                            telephone_event_pt=stream.telephone_event_pt, direction=direction)
+        call.leg.offer = offer
+        call.log_event("hold" if hold else "unhold", direction=direction)
+        self._act(lambda now: self.ua.reinvite(call.leg.session, offer.encode(), now))
+
+    def _apply_reanswer(self, call: Call, event: ev.AnswerReceived) -> None:
+        stream = call.leg.stream
+        if stream is None or call.leg.offer is None:
+            return
+        try:
+            answer = apply_answer(call.leg.offer, parse_sdp(event.sdp))
+        except SdpError as exc:
+            log.warning("bad SDP in re-INVITE answer on %s: %s", call.sip_call_id, exc)
+            return
+        stream.socket.set_remote(answer.remote_address, answer.remote_port, answer.remote_rtcp_port)
+        call.log_event("reanswer", direction=answer.direction)
+
     def _start_media(self, call: Call) -> None:
         stream = call.leg.stream
         if stream is None:
             return
+        stream.start(time.monotonic())
         self._pacer_handles[id(stream)] = self.pacer.add(stream.tick)
 
     def _stop_media(self, call: Call) -> None:
@@ -287,7 +390,7 @@ class CallManager:
             handle = self._pacer_handles.pop(id(stream), None)
             if handle is not None:
                 self.pacer.remove(handle)
-            stream.socket.close()
+            stream.close()
         if call.leg.pending_socket is not None:
             call.leg.pending_socket.close()
             call.leg.pending_socket = None

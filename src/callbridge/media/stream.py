@@ -1,32 +1,60 @@
-"""One call's audio stream: encode and send 20 ms frames, receive and count.
+"""One call's audio stream: the asyncio-side glue of the media engine.
 
-Sources are polled by the shared :class:`~callbridge.media.pacer.MediaPacer`;
-the RTP header state (SSRC, sequence, timestamp) lives here.
+Every 20 ms the shared :class:`~callbridge.media.pacer.MediaPacer` calls
+:meth:`AudioStream.tick`, which
+
+1. pulls one tick of caller audio from the jitter buffer (decoded, concealed),
+   hands it to the in-band DTMF detector, the recorder and any listeners;
+2. reads one tick from the playback queue (or music on hold), encodes it and
+   sends it, unless an RFC 4733 event is going out in its place;
+3. sends an RTCP report when one is due (RFC 3550 §6.2, about every 5 s).
+
+Packets are received on the socket's callback and only buffered there, so the
+expensive work happens on the pacer's even schedule.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import random
+import struct
+import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
-from ..rtp.packet import RtpError, RtpPacket, is_rtcp
+from ..rtp.jitter import CN_PAYLOAD_TYPE
+from ..rtp.packet import RTP_HEADER_SIZE, RtpError, RtpPacket, is_rtcp
+from ..rtp.rtcp import RtcpError, parse_compound
 from ..rtp.socket import RtpSocket
+from ..rtp.stats import RtcpScheduler
 from .codecs import codec_for
 from .codecs.base import AudioCodec, PcmArray
+from .dtmf import DtmfEvent
+from .dtmf.collector import DtmfCollector
+from .dtmf.inband import dtmf_sequence
+from .dtmf.rfc4733 import EventPacket, dial_string_packets
 from .pacer import FRAME_MS
+from .playback import Interrupted, PlaybackQueue
+from .receive import AudioReceiver
+from .sources import PcmSource, Source
+
+log = logging.getLogger("callbridge.media")
 
 SEQUENCE_MODULO = 1 << 16
 TIMESTAMP_MODULO = 1 << 32
+_HEADER = struct.Struct("!BBHII")
+_PLAIN_FIRST_OCTET = 0x80  # V=2, no padding, extension or CSRCs
+_MARKER = 0x80
+_PT_MASK = 0x7F
+# Codecs without state between frames: their encoded silence can be cached.
+STATELESS_CODECS = frozenset({"PCMU", "PCMA", "L16"})
 
-
-class Source:
-    """What a stream plays: ``read(samples)`` returns PCM or None when done."""
-
-    def read(self, samples: int) -> PcmArray | None:  # pragma: no cover - protocol
-        raise NotImplementedError
+AudioListener = Callable[[PcmArray], None]
 
 
 @dataclass(slots=True)
@@ -34,7 +62,10 @@ class StreamStats:
     packets_sent: int = 0
     packets_received: int = 0
     bad_packets: int = 0
-    last_received_pt: int | None = None
+    unknown_payload: int = 0
+    rtcp_sent: int = 0
+    rtcp_received: int = 0
+    dtmf_sent: int = 0
 
 
 @dataclass(eq=False)
@@ -44,10 +75,15 @@ class AudioStream:
     payload_type: int
     telephone_event_pt: int | None = None
     ptime_ms: int = FRAME_MS
-    sources: list = field(default_factory=list)
+    cn_payload_type: int | None = CN_PAYLOAD_TYPE
+    inband_dtmf: bool = False
+    recorder: object | None = None  # a media.recorder.CallRecorder
+    hold_source: Source | None = None
+    cname: str = "callbridge"
+    on_dtmf: Callable[[DtmfEvent], None] | None = None
     stats: StreamStats = field(default_factory=StreamStats)
-    on_packet: Callable[[RtpPacket], None] | None = None
     sending: bool = True
+    hold: str | None = None  # None, "local" (we hold the caller) or "remote" (they hold us)
 
     def __post_init__(self) -> None:
         self.codec: AudioCodec = codec_for(self.codec_name)()
@@ -56,48 +92,227 @@ class AudioStream:
         self._sequence = random.getrandbits(16)
         self._timestamp = random.getrandbits(32)
         self._marker = True  # first packet of a talkspurt (RFC 3551 §4.1)
-        self._samples = self.codec.sample_rate * self.ptime_ms // 1000
-        self._ticks = self.codec.clock_rate * self.ptime_ms // 1000
+        self._samples = self.codec.sample_rate * FRAME_MS // 1000
+        self._ticks = self.codec.clock_rate * FRAME_MS // 1000
         self._silence = np.zeros(self._samples, dtype=np.int16)
-        self.socket.on_rtp = self._received
+        self._silent_payload = self.codec.encode(self._silence) if self.codec_name in STATELESS_CODECS else None
+        self.receiver = AudioReceiver(self.codec, ptime_ms=self.ptime_ms, cn_payload_type=self.cn_payload_type)
+        self.playback = PlaybackQueue(self.codec.sample_rate, on_mark=self._mark_reached)
+        self.dtmf = DtmfCollector(sample_rate=self.codec.sample_rate, inband=self.inband_dtmf,
+                                  on_digit=self._digit, clock_rate=self.codec.clock_rate)
+        self.rtcp = RtcpScheduler(self.ssrc, self.cname, self.codec.clock_rate)
+        self.audio_listeners: list[AudioListener] = []
+        self.mark_listeners: list[Callable[[str, bool], None]] = []
+        self._mark_futures: dict[str, asyncio.Future] = {}
+        self._mark_ids = 0
+        self._dtmf_out: deque[EventPacket] = deque()
+        self._dtmf_start = 0
+        self._remote_ssrc: int | None = None
+        self.closed = False
+        self.local_port = self.socket.port  # kept for the record after the port is released
+        self.socket.on_rtp = self._rtp_received
+        self.socket.on_rtcp = self._rtcp_received
 
-    def play(self, source: Source) -> None:
-        self.sources.append(source)
+    @property
+    def sample_rate(self) -> int:
+        return self.codec.sample_rate
 
-    def flush(self) -> None:
+    def start(self, now: float) -> None:
+        self.rtcp.start(now)
+
+    # -- what the application uses ------------------------------------------------------
+
+    def play(self, source: Source) -> asyncio.Future:
+        """Queue ``source``; the future resolves True once played, False if flushed."""
+        self.playback.enqueue(source)
+        return self.mark()
+
+    def mark(self, name: str | None = None) -> asyncio.Future:
+        self._mark_ids += 1
+        name = name or f"play-{self._mark_ids}"
+        future = asyncio.get_running_loop().create_future()
+        self._mark_futures[name] = future
+        self.playback.mark(name)
+        return future
+
+    def flush(self) -> Interrupted | None:
         """Stop everything queued at once (barge-in)."""
-        self.sources.clear()
+        return self.playback.flush()
 
-    def tick(self) -> None:
-        """Called once per frame by the pacer: send one packet."""
-        if not self.sending:
-            return
-        pcm = None
-        while self.sources and pcm is None:
-            pcm = self.sources[0].read(self._samples)
-            if pcm is None:
-                self.sources.pop(0)
+    def send_dtmf(self, digits: str, duration_ms: float = 100.0) -> None:
+        """RFC 4733 events when the peer took telephone-event, tones in the audio otherwise."""
+        if self.telephone_event_pt is not None:
+            self._dtmf_start = self._timestamp
+            self._dtmf_out.extend(dial_string_packets(digits, self._timestamp, self.codec.clock_rate, duration_ms))
+        else:
+            self.playback.enqueue_front(PcmSource(dtmf_sequence(digits, self.sample_rate, duration_ms),
+                                                  self.sample_rate, label=f"dtmf {digits}"))
+
+    def set_hold(self, hold: str | None) -> None:
+        self.hold = hold
+        self.sending = hold != "remote"
+        self._marker = True
+
+    # -- the per-tick work -------------------------------------------------------------------
+
+    def tick(self, now: float) -> None:
+        heard = self.receiver.read(now)
+        if self.dtmf.wants_audio:
+            self.dtmf.on_audio(heard, now)
+        for listener in self.audio_listeners:
+            listener(heard)
+        said = self._silence
+        if self.sending:
+            if self._dtmf_out and self._send_due_events(now):
+                pass  # the event replaces this tick's audio (RFC 4733 §2.5.1.1)
+            else:
+                said = self._send_audio(now)
+        self._timestamp = (self._timestamp + self._ticks) % TIMESTAMP_MODULO
+        if self.recorder is not None:
+            self.recorder.write(heard, said)
+        next_due = self.rtcp.next_due
+        if next_due is not None and now >= next_due:
+            self.socket.send_rtcp(self.rtcp.build_report(now, time.time()))
+            self.stats.rtcp_sent += 1
+
+    def _send_audio(self, now: float) -> PcmArray:
+        source = self.hold_source if self.hold == "local" and self.hold_source is not None else None
+        pcm = source.read(self._samples) if source is not None else self.playback.read(self._samples)
         if pcm is None:
             pcm = self._silence
-        elif len(pcm) < self._samples:
-            pcm = np.concatenate([pcm, self._silence[len(pcm):]])
-        packet = RtpPacket(payload_type=self.payload_type, sequence=self._sequence, timestamp=self._timestamp,
-                           ssrc=self.ssrc, payload=self.codec.encode(pcm), marker=self._marker)
+            payload = self._silent_payload or self.codec.encode(pcm)
+        else:
+            if len(pcm) < self._samples:
+                pcm = np.concatenate((pcm, self._silence[len(pcm):]))
+            payload = self.codec.encode(pcm)
+        self._send(self.payload_type, self._timestamp, payload, now)
+        return pcm
+
+    def _send_due_events(self, now: float) -> bool:
+        elapsed = (self._timestamp - self._dtmf_start) % TIMESTAMP_MODULO
+        queue = self._dtmf_out
+        sent = False
+        while queue and queue[0].send_offset <= elapsed + self._ticks:
+            packet = queue.popleft()
+            self._marker = packet.marker
+            self._send(self.telephone_event_pt, packet.timestamp, packet.payload, now)
+            self.stats.dtmf_sent += 1
+            sent = True
+        if sent and not queue:
+            self._marker = True  # audio after the event starts a new talkspurt
+        return sent
+
+    def _send(self, payload_type: int, timestamp: int, payload: bytes, now: float) -> None:
+        header = _HEADER.pack(_PLAIN_FIRST_OCTET, payload_type | (_MARKER if self._marker else 0),
+                              self._sequence, timestamp, self.ssrc)
         self._marker = False
         self._sequence = (self._sequence + 1) % SEQUENCE_MODULO
-        self._timestamp = (self._timestamp + self._ticks) % TIMESTAMP_MODULO
-        self.socket.send(packet.serialize())
+        self.socket.send(header + payload)
         self.stats.packets_sent += 1
+        self.rtcp.on_rtp_sent(len(payload), timestamp, now)
 
-    def _received(self, data: bytes, addr) -> None:
-        if is_rtcp(data):
-            return
-        try:
-            packet = RtpPacket.parse(data)
-        except RtpError:
+    # -- receiving ------------------------------------------------------------------------------
+
+    def _rtp_received(self, data: bytes, addr) -> None:
+        if len(data) < RTP_HEADER_SIZE:
             self.stats.bad_packets += 1
             return
+        b0, b1, sequence, timestamp, ssrc = _HEADER.unpack_from(data)
+        if 200 <= b1 <= 204:  # RTCP multiplexed on the RTP port (RFC 5761 §4)
+            self._rtcp_received(data, addr)
+            return
+        if b0 == _PLAIN_FIRST_OCTET:
+            payload = data[RTP_HEADER_SIZE:]
+        else:
+            try:  # CSRCs, header extension or padding: the full parser strips them
+                packet = RtpPacket.parse(data, keep_extension=False)
+            except RtpError:
+                self.stats.bad_packets += 1
+                return
+            payload = packet.payload
+        now = time.monotonic()
         self.stats.packets_received += 1
-        self.stats.last_received_pt = packet.payload_type
-        if self.on_packet is not None:
-            self.on_packet(packet)
+        payload_type = b1 & _PT_MASK
+        marker = b1 >= _MARKER
+        if payload_type == self.payload_type or payload_type == self.cn_payload_type:
+            self.receiver.push(sequence, timestamp, payload, now, marker=marker,
+                               payload_type=payload_type, ssrc=ssrc)
+        elif payload_type == self.telephone_event_pt:
+            self.dtmf.on_telephone_event(timestamp, marker, payload, now)
+        else:
+            self.stats.unknown_payload += 1
+            return
+        self._remote_ssrc = ssrc
+        self.rtcp.on_rtp_received(ssrc, sequence, timestamp, now, len(payload))
+
+    def _rtcp_received(self, data: bytes, addr) -> None:
+        try:
+            packets = parse_compound(data)
+        except (RtcpError, RtpError, ValueError):
+            self.stats.bad_packets += 1
+            return
+        self.stats.rtcp_received += 1
+        self.rtcp.on_rtcp(packets, time.monotonic(), time.time())
+
+    def _digit(self, event: DtmfEvent) -> None:
+        if self.on_dtmf is not None:
+            self.on_dtmf(event)
+
+    def _mark_reached(self, name: str, played: bool) -> None:
+        future = self._mark_futures.pop(name, None)
+        if future is not None and not future.done():
+            future.set_result(played)
+        for listener in self.mark_listeners:
+            listener(name, played)
+
+    # -- ending -----------------------------------------------------------------------------------
+
+    def close(self, now: float | None = None) -> None:
+        """Say goodbye in RTCP (§6.6), release the ports, finish the recording."""
+        if self.closed:
+            return
+        self.closed = True
+        now = time.monotonic() if now is None else now
+        self.dtmf.close(now)
+        try:
+            self.socket.send_rtcp(self.rtcp.build_bye(now, time.time()))
+        except OSError:
+            pass
+        self.socket.close()
+        self.playback.flush()
+        for future in self._mark_futures.values():
+            if not future.done():
+                future.set_result(False)
+        self._mark_futures.clear()
+        if self.recorder is not None:
+            self.recorder.close()
+
+    def media_record(self) -> dict:
+        """What the call record shows about this stream."""
+        source = self.rtcp.sources.get(self._remote_ssrc) if self._remote_ssrc is not None else None
+        jitter = self.receiver.jitter
+        return {
+            "codec": self.codec_name,
+            "payload_type": self.payload_type,
+            "telephone_event_pt": self.telephone_event_pt,
+            "local_port": self.local_port,
+            "remote": f"{self.socket.remote[0]}:{self.socket.remote[1]}" if self.socket.remote else None,
+            "latched": self.socket.latched,
+            "packets_sent": self.stats.packets_sent,
+            "packets_received": self.stats.packets_received,
+            "packets_lost": max(0, source.lost) if source is not None else 0,
+            "jitter_ms": round(source.jitter / self.codec.clock_rate * 1000, 2) if source is not None else 0.0,
+            "rtt_ms": round(self.rtcp.rtt * 1000, 1) if self.rtcp.rtt is not None else None,
+            "rtcp_sent": self.stats.rtcp_sent,
+            "rtcp_received": self.stats.rtcp_received,
+            "bad_packets": self.stats.bad_packets,
+            "concealed_frames": self.receiver.frames_concealed,
+            "jitter_buffer_ms": round(jitter.target_delay_ms, 1),
+            "dtmf_sent": self.stats.dtmf_sent,
+            "hold": self.hold,
+            "dtmf_inband": self.dtmf.inband_active,
+        }
+
+
+def recording_path(directory: Path, call_id: str) -> Path:
+    return directory / f"{call_id}.wav"

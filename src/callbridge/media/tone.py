@@ -11,7 +11,11 @@ DEFAULT_AMPLITUDE = 0.316
 
 
 class ToneSource:
-    """An endless (or ``duration``-long) sum of sines, read 20 ms at a time."""
+    """An endless (or ``duration``-long) sum of sines, read 20 ms at a time.
+
+    Whole-hertz tones repeat exactly every second, so one second is computed
+    once and then sliced: the demo line plays hundreds of these at a time.
+    """
 
     def __init__(self, frequencies: tuple[float, ...] = (440.0,), sample_rate: int = 8000,
                  amplitude: float = DEFAULT_AMPLITUDE, duration: float | None = None) -> None:
@@ -20,16 +24,49 @@ class ToneSource:
         self.amplitude = amplitude
         self._position = 0
         self._end = None if duration is None else int(duration * sample_rate)
+        periodic = all(float(f).is_integer() for f in frequencies)
+        self._table = self._render(0, sample_rate) if periodic else None
+
+    def _render(self, start: int, samples: int) -> PcmArray:
+        t = np.arange(start, start + samples) / self.sample_rate
+        wave = sum(np.sin(2 * np.pi * f * t) for f in self.frequencies) / len(self.frequencies)
+        return (wave * self.amplitude * 32767).astype(np.int16)
 
     def read(self, samples: int) -> PcmArray | None:
         """The next ``samples`` samples, or None when the tone is over."""
-        if self._end is not None and self._position >= self._end:
+        start = self._position
+        if self._end is not None and start >= self._end:
             return None
-        index = np.arange(self._position, self._position + samples)
-        self._position += samples
-        t = index / self.sample_rate
-        wave = sum(np.sin(2 * np.pi * f * t) for f in self.frequencies) / len(self.frequencies)
-        pcm = (wave * self.amplitude * 32767).astype(np.int16)
+        self._position = start + samples
+        table = self._table
+        if table is None:
+            pcm = self._render(start, samples)
+        else:
+            offset = start % len(table)
+            pcm = table[offset:offset + samples]
+            if len(pcm) < samples:
+                pcm = np.concatenate((pcm, table[:samples - len(pcm)]))
         if self._end is not None and self._position > self._end:
-            pcm[self._end - self._position :] = 0
+            pcm = pcm.copy()
+            pcm[self._end - self._position:] = 0
         return pcm
+
+
+# Built-in music on hold: a slow, quiet arpeggio (A major), so a held caller
+# knows the line is alive without a file to configure.
+HOLD_NOTES_HZ = (440.0, 554.37, 659.25, 880.0, 659.25, 554.37)
+HOLD_NOTE_SECONDS = 0.4
+HOLD_AMPLITUDE = 0.1  # -20 dBFS: background level
+HOLD_FADE_SECONDS = 0.03
+
+
+def hold_music(sample_rate: int) -> PcmArray:
+    """One loop of the built-in hold music at ``sample_rate``."""
+    n = int(HOLD_NOTE_SECONDS * sample_rate)
+    t = np.arange(n) / sample_rate
+    fade = int(HOLD_FADE_SECONDS * sample_rate)
+    envelope = np.ones(n)
+    envelope[:fade] = np.linspace(0, 1, fade)
+    envelope[-fade:] = np.linspace(1, 0, fade)
+    notes = [np.sin(2 * np.pi * f * t) * envelope for f in HOLD_NOTES_HZ]
+    return (np.concatenate(notes) * HOLD_AMPLITUDE * 32767).astype(np.int16)

@@ -41,7 +41,9 @@ class RtpSocket:
         self.host = host
         self.port: int | None = None
         self.remote: Addr | None = None
+        self.remote_rtcp: Addr | None = None
         self.latched = False
+        self.rtcp_latched = False
         self.on_rtp: Callable[[bytes, Addr], None] = lambda data, addr: None
         self.on_rtcp: Callable[[bytes, Addr], None] = lambda data, addr: None
         self._rtp: asyncio.DatagramTransport | None = None
@@ -64,10 +66,15 @@ class RtpSocket:
             return port
         raise OSError("no free RTP port pair in the configured range")
 
-    def set_remote(self, host: str, port: int) -> None:
-        """The address from SDP; replaced by the first real source seen."""
+    def set_remote(self, host: str, port: int, rtcp_port: int | None = None) -> None:
+        """The address from SDP; replaced by the first real source seen.
+
+        RTCP goes to ``a=rtcp`` when the SDP has it (RFC 3605), else port + 1.
+        """
         if not self.latched:
             self.remote = (host, port)
+        if not self.rtcp_latched:
+            self.remote_rtcp = (host, rtcp_port or port + 1)
 
     def _rtp_received(self, data: bytes, addr: Addr) -> None:
         if not self.latched or addr != self.remote:
@@ -77,6 +84,8 @@ class RtpSocket:
         self.on_rtp(data, addr)
 
     def _rtcp_received(self, data: bytes, addr: Addr) -> None:
+        if not self.rtcp_latched or addr != self.remote_rtcp:
+            self.remote_rtcp, self.rtcp_latched = addr, True
         self.on_rtcp(data, addr)
 
     def send(self, data: bytes) -> None:
@@ -84,8 +93,11 @@ class RtpSocket:
             self._rtp.sendto(data, self.remote)
 
     def send_rtcp(self, data: bytes) -> None:
-        if self._rtcp is not None and self.remote is not None and self.remote[1] != 0:
-            self._rtcp.sendto(data, (self.remote[0], self.remote[1] + 1))
+        remote = self.remote_rtcp
+        if remote is None and self.remote is not None:
+            remote = (self.remote[0], self.remote[1] + 1)
+        if self._rtcp is not None and remote is not None and self.remote is not None and self.remote[1] != 0:
+            self._rtcp.sendto(data, remote)
 
     def _close_transports(self) -> None:
         for transport in (self._rtp, self._rtcp):

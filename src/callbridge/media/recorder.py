@@ -1,0 +1,89 @@
+"""Per-call stereo recording: caller on the left, far end on the right.
+
+Two channels rather than a mix so either side can be transcribed, muted or
+measured on its own afterwards. The engine calls :meth:`CallRecorder.write`
+once per 20 ms tick; the frames are interleaved into a reused scratch
+buffer with two slice assignments and handed to :class:`WavWriter`, which
+only appends bytes until it is time to touch the disk.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+from numpy.typing import NDArray
+
+from .wavfile import PathLike, WavError, WavWriter
+
+log = logging.getLogger("callbridge.media")
+
+STEREO = 2
+LEFT, RIGHT = 0, 1  # WAV channel order: front left, then front right
+CALLER_CHANNEL = LEFT
+FAR_END_CHANNEL = RIGHT
+_INT16 = np.dtype(np.int16)
+
+
+def _check_frame(name: str, pcm: NDArray[np.int16]) -> None:
+    if pcm.dtype != _INT16 or pcm.ndim != 1:
+        raise TypeError(f"{name}: expected 1-D int16 samples, got {pcm.dtype} with shape {pcm.shape}")
+
+
+class CallRecorder:
+    """Records one call to a stereo 16-bit WAV at ``sample_rate``.
+
+    A write after :meth:`close` is ignored: ticks already in flight when the
+    call ends must not fail. A disk error (full disk) stops the recording
+    and is logged instead of raised, so it cannot take the call down.
+    """
+
+    def __init__(self, path: PathLike, sample_rate: int, *, header_interval_s: float = 1.0) -> None:
+        self.path = Path(path)
+        self.sample_rate = sample_rate
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._writer = WavWriter(self.path, sample_rate, STEREO, header_interval_s=header_interval_s)
+        self._frame = np.zeros((0, STEREO), dtype=np.int16)
+
+    @property
+    def duration_s(self) -> float:
+        return self._writer.duration_s
+
+    @property
+    def closed(self) -> bool:
+        return self._writer.closed
+
+    def write(self, caller: NDArray[np.int16], far_end: NDArray[np.int16]) -> None:
+        """Record one tick: what the caller said and what we sent them."""
+        if self._writer.closed:
+            return
+        _check_frame("caller", caller)
+        _check_frame("far_end", far_end)
+        n_caller, n_far = caller.shape[0], far_end.shape[0]
+        count = max(n_caller, n_far)
+        if self._frame.shape[0] != count:
+            self._frame = np.zeros((count, STEREO), dtype=np.int16)
+        frame = self._frame  # reused: the writer copies it into its buffer
+        frame[:n_caller, CALLER_CHANNEL] = caller
+        frame[n_caller:, CALLER_CHANNEL] = 0  # the shorter side is padded with silence
+        frame[:n_far, FAR_END_CHANNEL] = far_end
+        frame[n_far:, FAR_END_CHANNEL] = 0
+        try:
+            self._writer.write(frame)
+        except (OSError, WavError) as exc:  # disk full, 4 GiB size limit
+            log.error("recording %s stopped: %s", self.path, exc)
+            self.close()
+
+    def close(self) -> None:
+        """Finish the file. Safe to call more than once."""
+        try:
+            self._writer.close()
+        except OSError as exc:
+            log.error("closing recording %s failed: %s", self.path, exc)
+
+    def __enter__(self) -> CallRecorder:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
