@@ -14,44 +14,14 @@ from __future__ import annotations
 import argparse
 import csv
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-        tcp.bind(("127.0.0.1", 0))
-        port = tcp.getsockname()[1]
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-        udp.bind(("127.0.0.1", port))
-    return port
-
-
-def start_server(workdir: Path) -> tuple[subprocess.Popen, int, int]:
-    sip, http = free_port(), free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "callbridge.app.cli", "serve", "--sip-port", str(sip), "--http-port", str(http),
-         "--log-level", "warning", "--data-dir", str(workdir / "data")],
-        stdout=subprocess.DEVNULL, stderr=(workdir / "server.log").open("w"))
-    for _ in range(200):
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{http}/healthz", timeout=1)
-            return process, sip, http
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError("server did not start")
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / 100.0  # utime + stime, in clock ticks
+from harness import cpu_seconds, free_port, start_server, stop_process
 
 
 def run_rate(sip_port: int, rate: int, seconds: int, hold_ms: int, workdir: Path, pid: int) -> dict:
@@ -63,7 +33,7 @@ def run_rate(sip_port: int, rate: int, seconds: int, hold_ms: int, workdir: Path
         ["sipp", "-sn", "uac", f"127.0.0.1:{sip_port}", "-i", "127.0.0.1", "-p", str(free_port()), "-r", str(rate),
          "-m", str(total), "-l", str(rate * 4), "-d", str(hold_ms), "-nostdin", "-trace_rtt", "-rtt_freq", "1",
          "-trace_stat", "-fd", "1", "-timeout", str(seconds * 4 + 30), "-timeout_error"],
-        cwd=workdir, capture_output=True, text=True)
+        cwd=workdir, capture_output=True, text=True, timeout=seconds * 4 + 60)
     cpu = cpu_seconds(pid) - cpu_before
     wall = time.monotonic() - wall_before
     rtts: list[float] = []
@@ -108,8 +78,7 @@ def main() -> None:
             if best:
                 print(f"\nhighest rate with 0 failed calls: {best['rate']} cps, p99 INVITE→200 {best['p99_ms']:.1f} ms")
         finally:
-            process.terminate()
-            process.wait()
+            stop_process(process)
 
 
 if __name__ == "__main__":

@@ -166,3 +166,12 @@ def start_sipp(args: list[str], *, cwd: Path) -> subprocess.Popen:
     sipp = require_tool("sipp")
     return subprocess.Popen([sipp, *args, "-nostdin", "-trace_err"], cwd=cwd, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
+
+
+def http_get(server: RunningServer, path: str, timeout: float = 10.0) -> tuple[int, str, bytes]:
+    """GET any path, raw: (status, Content-Type, body); HTTP errors are returned, not raised."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{server.http_port}{path}", timeout=timeout) as response:
+            return response.status, response.headers.get("Content-Type", ""), response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.headers.get("Content-Type", ""), exc.read()

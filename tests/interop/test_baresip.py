@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from .conftest import free_port, require_tool
+from . import media_assets as ma
+from .conftest import free_port, http_get, require_tool
 
 pytestmark = pytest.mark.interop
 
@@ -82,3 +83,63 @@ def test_baresip_call_completes_and_hears_the_tone(server, tmp_path):
     rms_dbfs = 20 * np.log10(np.sqrt(np.mean(middle**2)) / 32768 + 1e-12)
     assert rms_dbfs > -20, f"tone too quiet: {rms_dbfs:.1f} dBFS"
     assert abs(dominant_frequency(middle, rate) - 440.0) < 10
+
+
+CALLER_TONE_HZ, CALLER_TONE_DBFS = 1000.0, -12.0
+DEMO_TONE_HZ = 440.0
+
+
+def test_baresip_hears_the_server_and_the_recording_holds_both_sides(server, tmp_path):
+    """baresip says a 1000 Hz tone at -12 dBFS; it must hear the demo's 440 Hz (and not itself), and the
+    call recording must be stereo with the caller on the left and the server on the right."""
+    baresip = require_tool("baresip")
+    source = ma.write_wav(tmp_path / "caller.wav", ma.sine(CALLER_TONE_HZ, CALL_SECONDS, CALLER_TONE_DBFS))
+    said, rate = ma.read_wav(source)
+    assert abs(ma.dominant_frequency(said[0], rate) - CALLER_TONE_HZ) < 2
+    assert abs(ma.tone_dbfs(said[0], rate, CALLER_TONE_HZ) - CALLER_TONE_DBFS) < 0.5
+    config_dir = baresip_config(tmp_path, source)
+    completed = subprocess.run(
+        [baresip, "-f", str(config_dir), "-e", f"/dial sip:demo@127.0.0.1:{server.sip_port}", "-t", str(int(CALL_SECONDS + 4))],
+        capture_output=True, text=True, timeout=CALL_SECONDS + 20, cwd=tmp_path,
+    )
+    output = completed.stdout + completed.stderr
+    assert "call established" in output.lower(), output[-3000:]
+    call = server.wait_for(lambda: (c := server.calls()) and c[0]["status"] == "hangup" and c[0], what="hangup")
+    assert call["end_reason"] == "caller_hangup", call
+
+    # What baresip heard: the demo tone, loud enough, and no echo of what it said.
+    dumps = sorted(tmp_path.glob("dump-*-dec.wav"))
+    assert dumps, f"baresip wrote no decoded audio dump: {list(tmp_path.iterdir())}"
+    heard, rate = ma.read_wav(dumps[0])
+    heard = heard[0][heard.shape[1] // 4 : 3 * heard.shape[1] // 4]
+    assert len(heard) > rate, "under 2 s of decoded audio in all"
+    assert abs(ma.dominant_frequency(heard, rate) - DEMO_TONE_HZ) < 10, "baresip did not hear the demo tone"
+    assert ma.tone_dbfs(heard, rate, DEMO_TONE_HZ) > -20
+    assert ma.tone_dbfs(heard, rate, CALLER_TONE_HZ) < ma.tone_dbfs(heard, rate, DEMO_TONE_HZ) - 30, "caller audio echoed back"
+
+    # The recording: where the contract says, served by the API, stereo, caller left, server right.
+    expected = (server.workdir / "data" / "recordings" / f"{call['id']}.wav").resolve()
+    call = server.wait_for(lambda: (c := server.get(f"/api/calls/{call['id']}"))["recording"] and c, timeout=10,
+                           what="the recording to be listed")
+    assert Path(call["recording"]).resolve() == expected, call["recording"]
+    assert expected.is_file()
+    status, content_type, body = http_get(server, f"/api/calls/{call['id']}/recording")
+    assert status == 200 and content_type.startswith("audio/"), (status, content_type)
+    assert body == expected.read_bytes()
+    recorded, rate = ma.read_wav_bytes(body, tmp_path / "recording.wav")
+    assert recorded.shape[0] == 2, f"recording has {recorded.shape[0]} channel(s), want stereo"
+    length = recorded.shape[1] / rate
+    assert abs(length - (call["ended_at"] - call["answered_at"])) < 1.0, (length, call["answered_at"], call["ended_at"])
+    middle = slice(recorded.shape[1] // 4, 3 * recorded.shape[1] // 4)
+    left, right = recorded[0][middle], recorded[1][middle]
+    levels = {side: {hz: round(ma.tone_dbfs(channel, rate, hz), 1) for hz in (CALLER_TONE_HZ, DEMO_TONE_HZ)}
+              for side, channel in (("left", left), ("right", right))}
+    dominant = {side: ma.dominant_frequency(channel, rate) for side, channel in (("left", left), ("right", right))}
+    summary = f"dominant Hz {dominant}, dBFS {levels}"
+    assert abs(dominant["left"] - CALLER_TONE_HZ) < 10, f"left channel is not the caller: {summary}"
+    assert abs(levels["left"][CALLER_TONE_HZ] - CALLER_TONE_DBFS) < 3, f"caller recorded at the wrong level: {summary}"
+    assert levels["left"][DEMO_TONE_HZ] < CALLER_TONE_DBFS - 30, f"server audio leaked into the caller channel: {summary}"
+    assert abs(dominant["right"] - DEMO_TONE_HZ) < 10, f"right channel is not the server: {summary}"
+    assert levels["right"][DEMO_TONE_HZ] > -20, f"server channel too quiet: {summary}"
+    assert levels["right"][CALLER_TONE_HZ] < levels["right"][DEMO_TONE_HZ] - 30, (
+        f"caller audio leaked into the server channel: {summary}")
