@@ -13,6 +13,7 @@ import uvicorn
 
 from ..call.manager import CallManager, MediaPolicy
 from ..call.trunks import InboundTrunkPolicy, TrunkTable
+from ..media.diskwriter import BackgroundFileWriter
 from ..media.pacer import MediaPacer
 from ..media.wavfile import scan_and_repair
 from ..rtp.ports import PortAllocator
@@ -73,8 +74,10 @@ class Server:
         ])
         media = config.media
         self.recordings_dir = server.data_dir / "recordings" if media.record else None
+        self.recording_io = BackgroundFileWriter() if media.record else None
         policy = MediaPolicy(codecs=media.codecs, dtmf_inband=media.dtmf_inband,
-                             recordings_dir=self.recordings_dir, music_on_hold=media.music_on_hold)
+                             recordings_dir=self.recordings_dir, recording_io=self.recording_io,
+                             music_on_hold=media.music_on_hold)
         self.calls = CallManager(self.endpoint, media_host=self.advertised_host, ports=self.ports, pacer=self.pacer,
                                  trunks=trunks, media=policy, app=DemoToneApp(), ring_seconds=server.ring_seconds)
         self._http: uvicorn.Server | None = None
@@ -123,6 +126,9 @@ class Server:
         self.ready = False
         await self.calls.close()
         await self.pacer.close()
+        if self.recording_io is not None:
+            # Every recording's last chunk and final header reach the disk before we exit.
+            await asyncio.to_thread(self.recording_io.close)
         await self.endpoint.close()
         if self._http is not None:
             self._http.should_exit = True

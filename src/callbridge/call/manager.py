@@ -22,6 +22,7 @@ from ..media.recorder import CallRecorder
 from ..media.sources import LoopSource, Source, wav_source
 from ..media.stream import AudioStream
 from ..media.tone import hold_music
+from ..media.wavfile import JobRunner
 from ..rtp.ports import PortAllocator
 from ..rtp.socket import RtpSocket
 from ..sip import events as ev
@@ -50,6 +51,7 @@ class MediaPolicy:
     codecs: list[str]
     dtmf_inband: InbandMode = "auto"
     recordings_dir: Path | None = None  # None: do not record
+    recording_io: JobRunner | None = None  # runs recordings' disk writes off the event loop
     music_on_hold: Path | None = None  # None: the built-in hold music
 
 
@@ -313,7 +315,8 @@ class CallManager:
             cname=f"callbridge@{self.media_host}", on_dtmf=lambda event: self._on_dtmf(call, event))
         if self.media.recordings_dir is not None:
             try:
-                stream.recorder = CallRecorder(self.media.recordings_dir / f"{call.id}.wav", stream.sample_rate)
+                stream.recorder = CallRecorder(self.media.recordings_dir / f"{call.id}.wav", stream.sample_rate,
+                                               io=self.media.recording_io)
                 call.recording = str(stream.recorder.path)
             except OSError as exc:
                 # A full or read-only disk loses the recording, never the call.

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from .wavfile import PathLike, WavError, WavWriter
+from .wavfile import JobRunner, PathLike, WavError, WavWriter
 
 log = logging.getLogger("callbridge.media")
 
@@ -39,11 +39,12 @@ class CallRecorder:
     and is logged instead of raised, so it cannot take the call down.
     """
 
-    def __init__(self, path: PathLike, sample_rate: int, *, header_interval_s: float = 1.0) -> None:
+    def __init__(self, path: PathLike, sample_rate: int, *, header_interval_s: float = 1.0,
+                 io: JobRunner | None = None) -> None:
         self.path = Path(path)
         self.sample_rate = sample_rate
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._writer = WavWriter(self.path, sample_rate, STEREO, header_interval_s=header_interval_s)
+        self._writer = WavWriter(self.path, sample_rate, STEREO, header_interval_s=header_interval_s, io=io)
         self._frame = np.zeros((0, STEREO), dtype=np.int16)
 
     @property

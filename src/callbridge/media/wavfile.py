@@ -29,7 +29,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
@@ -158,6 +158,12 @@ class _Layout:
 
 
 ReadAt = Callable[[int, int], bytes]
+
+
+class JobRunner(Protocol):
+    """Runs disk jobs in order elsewhere (see media.diskwriter.BackgroundFileWriter)."""
+
+    def submit(self, job: Callable[[], None]) -> None: ...
 
 
 def _bytes_reader(buf: bytes) -> ReadAt:
@@ -369,7 +375,7 @@ class WavWriter:
     """
 
     def __init__(self, path: PathLike, sample_rate: int, channels: int, *,
-                 header_interval_s: float = 1.0) -> None:
+                 header_interval_s: float = 1.0, io: JobRunner | None = None) -> None:
         _check_rate_argument(sample_rate, "sample_rate")
         # block align is a u16 and byte rate a u32 in the fmt chunk
         if not 1 <= channels <= MAX_WRITE_CHANNELS or sample_rate * channels * PCM16_BYTES > U32_MAX:
@@ -391,6 +397,8 @@ class WavWriter:
         self._in_header = 0  # data bytes the header currently claims
         self._frames = 0
         self._closed = False
+        # With ``io`` (a BackgroundFileWriter) the disk work runs on its thread, in order.
+        self._io = io
         self._file: BinaryIO = open(self.path, "wb")  # noqa: SIM115 - lives as long as the writer
         try:
             self._file.write(_pcm16_header(sample_rate, channels, 0))
@@ -432,37 +440,55 @@ class WavWriter:
             self._flush()
 
     def _flush(self) -> None:
+        chunk = None
         if self._buf:
-            self._file.write(self._buf)
-            self._file.flush()
-            self._on_disk += len(self._buf)
+            chunk = bytes(self._buf)
+            self._on_disk += len(chunk)
             self._buf.clear()
+        header = None
         if self._on_disk - self._in_header >= self._header_every:
-            self._update_header()
+            header = self._in_header = self._on_disk
+        if chunk is not None or header is not None:
+            self._run(lambda: self._write_to_disk(chunk, header))
 
-    def _update_header(self) -> None:
-        # Data first (in _flush), sizes second: the header never claims more
-        # than the file holds.
+    def _run(self, job: Callable[[], None]) -> None:
+        if self._io is None:
+            job()
+        else:
+            self._io.submit(job)
+
+    def _write_to_disk(self, chunk: bytes | None, header_size: int | None) -> None:
         f = self._file
-        f.seek(RIFF_SIZE_OFFSET)
-        f.write(_U32.pack(RIFF_SIZE_OVER_DATA + self._on_disk))
-        f.seek(DATA_SIZE_OFFSET)
-        f.write(_U32.pack(self._on_disk))
-        f.seek(0, os.SEEK_END)
-        f.flush()
-        self._in_header = self._on_disk
+        if chunk is not None:
+            f.write(chunk)
+            f.flush()
+        if header_size is not None:
+            # Data first, sizes second: the header never claims more than the file holds.
+            f.seek(RIFF_SIZE_OFFSET)
+            f.write(_U32.pack(RIFF_SIZE_OVER_DATA + header_size))
+            f.seek(DATA_SIZE_OFFSET)
+            f.write(_U32.pack(header_size))
+            f.seek(0, os.SEEK_END)
+            f.flush()
 
     def close(self) -> None:
         """Flush and finalise the header. Safe to call more than once."""
         if self._closed:
             return
         self._closed = True
-        try:
-            self._flush()
-            if self._in_header != self._on_disk:
-                self._update_header()
-        finally:
-            self._file.close()
+        chunk = bytes(self._buf) if self._buf else None
+        self._on_disk += len(self._buf)
+        self._buf.clear()
+        self._in_header = self._on_disk
+        final_size = self._on_disk
+
+        def finish() -> None:
+            try:
+                self._write_to_disk(chunk, final_size)
+            finally:
+                self._file.close()
+
+        self._run(finish)
 
     def __enter__(self) -> WavWriter:
         return self
