@@ -9,6 +9,8 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse
 from starlette.routing import Route
 
+from .gctuning import GC_MONITOR
+
 if TYPE_CHECKING:
     from .server import Server
 
@@ -29,6 +31,8 @@ def build_http_app(server: "Server") -> Starlette:
             "pacer": {"slot_runs": stats.slot_runs, "late_p50_ms": stats.late_p50_ms,
                       "late_p99_ms": stats.late_p99_ms, "late_max_ms": round(stats.late_max_ms, 2),
                       "resyncs": stats.resyncs},
+            "gc": {"collections": GC_MONITOR.collections,
+                   "max_pause_ms": [round(p, 2) for p in GC_MONITOR.max_pause_ms]},
         })
 
     async def call_recording(request: Request):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import ipaddress
 import logging
 import signal
@@ -22,28 +21,10 @@ from ..sip.tls import server_context
 from ..sip.useragent import UserAgent, UserAgentConfig
 from .config import Config
 from .demo import DemoToneApp
+from .gctuning import tune_gc_for_media
 from .http import build_http_app
 
 log = logging.getLogger("callbridge.server")
-
-# Young-generation collections this far apart cost the same in total but run
-# a tenth as often; each one is a pause every call's audio shares.
-GC_YOUNG_THRESHOLD = 10_000
-
-
-def tune_gc_for_media() -> None:
-    """Keep garbage-collector pauses out of the 20 ms media clock.
-
-    Everything alive once the server is up (modules, config, the HTTP app)
-    lives for the whole process: freezing it keeps full collections from
-    walking it again and again, which showed up as 50-100 ms stalls across
-    all calls at once in bench/rtp_echo.py.
-    """
-    gc.collect()
-    gc.freeze()
-    _, middle, old = gc.get_threshold()
-    gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
-
 
 @dataclass
 class BoundPorts:

@@ -172,6 +172,7 @@ class JitterBuffer:
         self._ts_ref: tuple[int, int] | None = None
         self._base: float | None = None
         self._base_blocks: deque[float] = deque(maxlen=BASE_BLOCKS)
+        self._blocks_min: float | None = None
         self._block_min = 0.0
         self._block_start: float | None = None
         self._last_arrival: float | None = None
@@ -288,12 +289,13 @@ class JitterBuffer:
         if start is None or now - start >= BASE_BLOCK_S:
             if start is not None:
                 self._base_blocks.append(self._block_min)
+                self._blocks_min = min(self._base_blocks)  # once a second, not per packet
             self._block_start = now
             self._block_min = transit
         elif transit < self._block_min:
             self._block_min = transit
-        blocks = self._base_blocks
-        base = min(self._block_min, min(blocks)) if blocks else self._block_min
+        blocks_min = self._blocks_min
+        base = self._block_min if blocks_min is None or self._block_min < blocks_min else blocks_min
         self._base = base
         return base
 
@@ -309,6 +311,9 @@ class JitterBuffer:
 
     def _ext_seq(self, seq: int) -> int:
         ref = self._seq_ref
+        if ref is not None and seq == (ref[0] + 1) & 0xFFFF:
+            self._seq_ref = (seq, ref[1] + 1)  # the next packet in order: the common case
+            return ref[1] + 1
         if ref is None:
             self._seq_ref = (seq, seq)
             return seq
