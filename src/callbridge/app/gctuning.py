@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import time
@@ -11,10 +12,12 @@ log = logging.getLogger("callbridge.server")
 # Young-generation collections this far apart cost the same in total but run
 # a tenth as often; each one is a pause every call's audio shares.
 GC_YOUNG_THRESHOLD = 10_000
-# Full collections walk every call's objects (30 ms at 500 calls on a busy
-# core). Considering one only after this many middle collections makes them
-# ten times rarer; the price is that dead reference cycles wait longer.
-GC_FULL_AFTER = 100
+# Full collections walk every call's objects: 30-50 ms at 500 calls on a busy
+# core, long enough to be heard. They never start on their own; the server
+# runs one on a timer instead (FULL_COLLECTION_INTERVAL_S), so dead reference
+# cycles wait at most that long and a busy line stalls at most that often.
+GC_FULL_NEVER = 1_000_000
+FULL_COLLECTION_INTERVAL_S = 600.0
 
 
 # A collection longer than this is logged: it delays every call's next packet.
@@ -62,4 +65,11 @@ def tune_gc_for_media() -> None:
     gc.collect()
     gc.freeze()
     _, middle, _ = gc.get_threshold()
-    gc.set_threshold(GC_YOUNG_THRESHOLD, middle, GC_FULL_AFTER)
+    gc.set_threshold(GC_YOUNG_THRESHOLD, middle, GC_FULL_NEVER)
+
+
+async def collect_periodically(interval_s: float = FULL_COLLECTION_INTERVAL_S) -> None:
+    """The full collections automatic GC no longer starts."""
+    while True:
+        await asyncio.sleep(interval_s)
+        gc.collect()

@@ -21,7 +21,7 @@ from ..sip.tls import server_context
 from ..sip.useragent import UserAgent, UserAgentConfig
 from .config import Config
 from .demo import DemoToneApp
-from .gctuning import tune_gc_for_media
+from .gctuning import collect_periodically, tune_gc_for_media
 from .http import build_http_app
 
 log = logging.getLogger("callbridge.server")
@@ -64,6 +64,7 @@ class Server:
         self._http: uvicorn.Server | None = None
         self._http_task: asyncio.Task | None = None
         self.bound: BoundPorts | None = None
+        self._gc_task: asyncio.Task | None = None
 
     def _on_sip_event(self, event) -> None:
         self.calls.on_sip_event(event)
@@ -98,6 +99,7 @@ class Server:
             http=http_port,
         )
         tune_gc_for_media()
+        self._gc_task = asyncio.get_running_loop().create_task(collect_periodically(), name="gc")
         self.ready = True
         log.info("ready", extra={"sip_udp": self.bound.sip_udp, "sip_tcp": self.bound.sip_tcp,
                                  "sip_tls": self.bound.sip_tls, "http": http_port})
@@ -105,6 +107,8 @@ class Server:
 
     async def stop(self) -> None:
         self.ready = False
+        if self._gc_task is not None:
+            self._gc_task.cancel()
         await self.calls.close()
         await self.pacer.close()
         if self.recording_io is not None:
