@@ -483,10 +483,12 @@ def enlarge_socket_buffers(pid: int, port: int, size: int, timeout: float = 5.0)
         os.close(pidfd)
 
 
-def write_config(path: Path, port_min: int, port_max: int, record: bool | None) -> None:
+def write_config(path: Path, port_min: int, port_max: int, record: bool | None, nice: int | None = None) -> None:
     lines = ["media:", f"  rtp_port_min: {port_min}", f"  rtp_port_max: {port_max}"]
     if record is not None:
         lines.append(f"  record: {'true' if record else 'false'}")
+    if nice is not None:
+        lines += ["server:", f"  nice: {nice}"]
     path.write_text("\n".join(lines) + "\n")
 
 
@@ -519,11 +521,28 @@ def _sipp_stats(path: Path) -> tuple[int, int]:
         return -1, -1
 
 
+def reference_loop_ms(rounds: int = 3) -> float:
+    """Best of a few runs of a fixed pure-Python workload.
+
+    This VM's speed drifts between runs (the same N has used 74% and 104% of a
+    core); printing this beside each row shows whether a failing row ran on a
+    slow host rather than a slower server.
+    """
+    best = float("inf")
+    for _ in range(rounds):
+        start = time.perf_counter()
+        total = 0
+        for i in range(1_000_000):
+            total += i & 7
+        best = min(best, time.perf_counter() - start)
+    return best * 1000
+
+
 def run_calls(calls: int, args: argparse.Namespace, workdir: Path) -> Row:
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "data").mkdir(exist_ok=True)
     config = workdir / "callbridge.yaml"
-    write_config(config, args.rtp_port_min, args.rtp_port_max, args.record)
+    write_config(config, args.rtp_port_min, args.rtp_port_max, args.record, args.nice)
     ramp = calls / args.rate
     hold = ramp + args.window + 2 * args.trim + args.margin
     sipp_timeout = int(hold + ramp + 60)
@@ -532,7 +551,7 @@ def run_calls(calls: int, args: argparse.Namespace, workdir: Path) -> Row:
     sampler = Sampler()
     row = Row(calls)
     r = row.result
-    r.update(hold_s=hold, ramp_s=ramp)
+    r.update(hold_s=hold, ramp_s=ramp, reference_ms=reference_loop_ms())
     try:
         server, sip_port, http_port = start_server(workdir, config=config, host="127.0.0.1",
                                                    source=args.server_src)
@@ -676,7 +695,8 @@ def format_details(row: Row) -> str:
             f"seen in all; dumpcap CPU {r.get('dumpcap_cpu', float('nan')):.1f}%, host busy "
             f"{r.get('host_cpu', float('nan')):.0f}% of {100 * (os.cpu_count() or 1)}%\n"
             f"      server API: {r.get('api_calls')} calls, sent {r.get('api_sent')}, received {r.get('api_received')}"
-            f"{'  ERROR ' + r['api_error'] if 'api_error' in r else ''}; hold {r.get('hold_s', 0):.0f} s")
+            f"{'  ERROR ' + r['api_error'] if 'api_error' in r else ''}; hold {r.get('hold_s', 0):.0f} s; "
+            f"host speed: reference loop {r.get('reference_ms', float('nan')):.0f} ms (lower is faster)")
 
 
 def ensure_socket_buffers() -> list[tuple[str, int]]:
@@ -709,6 +729,8 @@ def main() -> None:
     parser.add_argument("--max-p99", type=float, default=25.0, help="p99 send spacing limit for PASS (ms)")
     parser.add_argument("--record", action=argparse.BooleanOptionalAction, default=None,
                         help="write media.record: true/false into the server config (default: leave it out)")
+    parser.add_argument("--nice", type=int, default=None,
+                        help="server.nice for the server (e.g. -10: scheduled ahead of SIPp and dumpcap)")
     parser.add_argument("--rtp-port-min", type=int, default=RTP_PORT_MIN)
     parser.add_argument("--rtp-port-max", type=int, default=RTP_PORT_MAX)
     parser.add_argument("--server-src", type=Path,

@@ -143,3 +143,36 @@ def test_baresip_hears_the_server_and_the_recording_holds_both_sides(server, tmp
     assert levels["right"][DEMO_TONE_HZ] > -20, f"server channel too quiet: {summary}"
     assert levels["right"][CALLER_TONE_HZ] < levels["right"][DEMO_TONE_HZ] - 30, (
         f"caller audio leaked into the server channel: {summary}")
+
+
+def test_digits_we_send_reach_baresip_as_rfc4733(server, tmp_path):
+    """POST /dtmf on a live call: baresip (which offers telephone-event) reports each key."""
+    baresip = require_tool("baresip")
+    source = tmp_path / "caller.wav"
+    write_silence(source, 6.0)
+    config_dir = baresip_config(tmp_path, source)
+    process = subprocess.Popen(
+        [baresip, "-f", str(config_dir), "-e", f"/dial sip:demo@127.0.0.1:{server.sip_port}", "-t", "12"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path)
+    try:
+        call = server.wait_for(lambda: (c := server.calls()) and c[0]["status"] == "active" and c[0],
+                               timeout=10, what="an answered call")
+        assert call["media"]["telephone_event_pt"] is not None
+        status, body = server.post(f"/api/calls/{call['id']}/dtmf", {"digits": "4#"})
+        assert status == 202, body
+        output, _ = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    # baresip logs the start of each event and its end (our three end packets count once).
+    for key in "4#":
+        assert output.count(f"received event: '{key}' (end=0)") == 1, output[-3000:]
+        assert output.count(f"received event: '{key}' (end=1)") == 1, output[-3000:]
+    assert output.index("received event: '4'") < output.index("received event: '#'")
+    call = server.get(f"/api/calls/{call['id']}")
+    # 100 ms per digit at 20 ms per packet: 4 updates, then the end packet three times.
+    assert call["media"]["dtmf_sent"] == 2 * 7
+    assert any(e["type"] == "dtmf_sent" and e["digits"] == "4#" for e in call["events"])
+    status, _ = server.post(f"/api/calls/{call['id']}/dtmf", {"digits": "x"})
+    assert status == 422  # not a DTMF digit, and the call is over anyway

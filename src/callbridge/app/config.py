@@ -36,6 +36,8 @@ class ServerConfig(_Strict):
     data_dir: Path = Path("data")
     tls: TlsConfig | None = None
     ring_seconds: float = Field(0.0, ge=0, le=120, description="how long inbound calls ring (180) before answer")
+    nice: int | None = Field(None, ge=-20, le=19,
+                             description="process priority; negative runs media ahead of other work (needs root/CAP_SYS_NICE)")
 
     @model_validator(mode="after")
     def _tls_needs_cert(self) -> "ServerConfig":

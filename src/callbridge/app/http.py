@@ -15,7 +15,14 @@ if TYPE_CHECKING:
     from .server import Server
 
 
+def no_such_call() -> JSONResponse:
+    return JSONResponse({"error": "no such call"}, status_code=404)
+
+
 def build_http_app(server: "Server") -> Starlette:
+    def find_call(request: Request):
+        return server.calls.calls.get(request.path_params["call_id"])
+
     async def healthz(request: Request) -> JSONResponse:
         # 200 only once SIP listens and media is ready: load balancers rely on it.
         if not server.ready:
@@ -36,17 +43,16 @@ def build_http_app(server: "Server") -> Starlette:
         })
 
     async def call_recording(request: Request):
-        call = server.calls.calls.get(request.path_params["call_id"])
+        call = find_call(request)
         if call is None or call.recording is None:
             return JSONResponse({"error": "no recording for this call"}, status_code=404)
         return FileResponse(call.recording, media_type="audio/wav")
 
     async def send_dtmf(request: Request) -> JSONResponse:
-        call = server.calls.calls.get(request.path_params["call_id"])
+        call = find_call(request)
         if call is None:
-            return JSONResponse({"error": "no such call"}, status_code=404)
-        body = await _json(request)
-        digits = body.get("digits") if isinstance(body, dict) else None
+            return no_such_call()
+        digits = await _field(request, "digits")
         stream = call.leg.stream
         if not isinstance(digits, str) or not digits or stream is None or stream.closed:
             return JSONResponse({"error": "digits must be a non-empty string, on a call with media",
@@ -60,9 +66,9 @@ def build_http_app(server: "Server") -> Starlette:
 
     def hold_handler(hold: bool):
         async def handler(request: Request) -> JSONResponse:
-            call = server.calls.calls.get(request.path_params["call_id"])
+            call = find_call(request)
             if call is None:
-                return JSONResponse({"error": "no such call"}, status_code=404)
+                return no_such_call()
             try:
                 server.calls.hold(call) if hold else server.calls.unhold(call)
             except ValueError as exc:
@@ -78,32 +84,30 @@ def build_http_app(server: "Server") -> Starlette:
         return JSONResponse({"calls": [c.to_record() for c in calls]})
 
     async def get_call(request: Request) -> JSONResponse:
-        call = server.calls.calls.get(request.path_params["call_id"])
+        call = find_call(request)
         if call is None:
-            return JSONResponse({"error": "no such call"}, status_code=404)
+            return no_such_call()
         return JSONResponse(call.to_record())
 
     async def transfer_call(request: Request) -> JSONResponse:
-        call = server.calls.calls.get(request.path_params["call_id"])
+        call = find_call(request)
         if call is None:
-            return JSONResponse({"error": "no such call"}, status_code=404)
-        body = await _json(request)
-        target = body.get("target") if isinstance(body, dict) else None
+            return no_such_call()
+        target = await _field(request, "target")
         if not isinstance(target, str) or not target.startswith(("sip:", "sips:")):
             return JSONResponse({"error": "target must be a sip: URI", "field": "target"}, status_code=422)
         server.calls.transfer(call, target)
         return JSONResponse({"status": "transferring"}, status_code=202)
 
     async def hangup_call(request: Request) -> JSONResponse:
-        call = server.calls.calls.get(request.path_params["call_id"])
+        call = find_call(request)
         if call is None:
-            return JSONResponse({"error": "no such call"}, status_code=404)
+            return no_such_call()
         server.calls.hangup(call)
         return JSONResponse({"status": call.status.value})
 
     async def dial(request: Request) -> JSONResponse:
-        body = await _json(request)
-        target = body.get("to") if isinstance(body, dict) else None
+        target = await _field(request, "to")
         if not isinstance(target, str) or not target.startswith(("sip:", "sips:")):
             return JSONResponse({"error": "to must be a sip: URI", "field": "to"}, status_code=422)
         try:
@@ -125,6 +129,12 @@ def build_http_app(server: "Server") -> Starlette:
         Route("/api/calls/{call_id}/recording", call_recording),
         Route("/api/calls/{call_id}/dtmf", send_dtmf, methods=["POST"]),
     ])
+
+
+async def _field(request: Request, name: str) -> object:
+    """One field of a JSON object body; None when the body is not an object."""
+    body = await _json(request)
+    return body.get(name) if isinstance(body, dict) else None
 
 
 async def _json(request: Request) -> object:
