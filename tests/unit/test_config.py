@@ -42,6 +42,10 @@ inbound_trunks:
         ("server:\n  host: a\n  host: b\n", 3, "duplicate key"),
         ("inbound_trunks:\n  - name: a\n  - name: a\n", 1, "duplicate trunk names"),
         ("server:\n  sips_port: 5061\n", 2, "needs tls"),
+        ("server:\n  nice: -40\n", 2, "greater than or equal to -20"),
+        ("media:\n  dtmf_inband: sometimes\n", 2, "'auto', 'always' or 'never'"),
+        ("media:\n  codecs: [PCMU]\n  music_on_hold: /nonexistent/hold.wav\n", 3, "cannot read /nonexistent/hold.wav"),
+        ("media:\n  music_on_hold: /etc/passwd\n", 2, "not a RIFF/WAVE file"),
     ],
 )
 def test_errors_name_the_line(tmp_path, text, line, fragment):
