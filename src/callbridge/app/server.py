@@ -66,7 +66,7 @@ class Server:
             for t in config.inbound_trunks
         ])
         media = config.media
-        self.recordings_dir = server.data_dir / "recordings" if media.record else None
+        self.recordings_dir = server.data_dir.resolve() / "recordings" if media.record else None
         self.recording_io = BackgroundFileWriter() if media.record else None
         policy = MediaPolicy(codecs=media.codecs, dtmf_inband=media.dtmf_inband,
                              recordings_dir=self.recordings_dir, recording_io=self.recording_io,
