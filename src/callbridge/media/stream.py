@@ -63,6 +63,7 @@ class StreamStats:
     packets_received: int = 0
     bad_packets: int = 0
     unknown_payload: int = 0
+    octets_sent: int = 0
     rtcp_sent: int = 0
     rtcp_received: int = 0
     dtmf_sent: int = 0
@@ -108,6 +109,8 @@ class AudioStream:
         self._dtmf_out: deque[EventPacket] = deque()
         self._dtmf_start = 0
         self._remote_ssrc: int | None = None
+        self._last_sent: tuple[int, float] | None = None
+        self._reported_packets = 0
         self.closed = False
         self.local_port = self.socket.port  # kept for the record after the port is released
         self.socket.on_rtp = self._rtp_received
@@ -172,8 +175,17 @@ class AudioStream:
             self.recorder.write(heard, said)
         next_due = self.rtcp.next_due
         if next_due is not None and now >= next_due:
+            self._sync_sender_stats()
             self.socket.send_rtcp(self.rtcp.build_report(now, time.time()))
             self.stats.rtcp_sent += 1
+
+    def _sync_sender_stats(self) -> None:
+        # Counted per packet in plain attributes; RTCP only needs them every ~5 s.
+        sender, stats = self.rtcp.sender, self.stats
+        sent_since = stats.packets_sent - self._reported_packets
+        if sent_since and self._last_sent is not None:
+            self._reported_packets = stats.packets_sent
+            sender.set_totals(stats.packets_sent, stats.octets_sent, *self._last_sent)
 
     def _send_audio(self, now: float) -> PcmArray:
         source = self.hold_source if self.hold == "local" and self.hold_source is not None else None
@@ -208,8 +220,10 @@ class AudioStream:
         self._marker = False
         self._sequence = (self._sequence + 1) % SEQUENCE_MODULO
         self.socket.send(header + payload)
-        self.stats.packets_sent += 1
-        self.rtcp.on_rtp_sent(len(payload), timestamp, now)
+        stats = self.stats
+        stats.packets_sent += 1
+        stats.octets_sent += len(payload)
+        self._last_sent = (timestamp, now)  # the SR's RTP/NTP pair is taken from this (RFC 3550 §6.4.1)
 
     # -- receiving ------------------------------------------------------------------------------
 
@@ -274,6 +288,7 @@ class AudioStream:
         self.closed = True
         now = time.monotonic() if now is None else now
         self.dtmf.close(now)
+        self._sync_sender_stats()
         try:
             self.socket.send_rtcp(self.rtcp.build_bye(now, time.time()))
         except OSError:

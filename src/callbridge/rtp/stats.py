@@ -188,6 +188,15 @@ class SenderStats:
         self._last_ts = timestamp
         self._last_send = now
 
+    def set_totals(self, packet_count: int, octet_count: int, timestamp: int, now: float) -> None:
+        """Same effect as ``on_sent`` for every packet, for senders that keep
+        their own counters and only need RTCP every few seconds."""
+        self.packet_count = packet_count & _U32
+        self.octet_count = octet_count & _U32
+        self.sent_since_report = True
+        self._last_ts = timestamp
+        self._last_send = now
+
     def rtp_timestamp_at(self, now: float) -> int:
         """RTP time matching ``now`` (§6.4.1: same instant as the NTP field)."""
         elapsed = round((now - self._last_send) * self.clock_rate)

@@ -77,9 +77,14 @@ def available_codecs() -> list[tuple[str, int]]:
     return list(_REGISTRY)
 
 
+_INT16 = np.dtype(np.int16)
+
+
 def as_pcm(pcm: NDArray[np.integer] | NDArray[np.floating]) -> PcmArray:
     """Contiguous 1-D int16 copy/view of ``pcm``; other dtypes are rounded and
     saturated (not rescaled) so a stray float frame cannot wrap around."""
+    if pcm.__class__ is np.ndarray and pcm.dtype is _INT16 and pcm.ndim == 1:
+        return pcm  # the hot path: every frame the engine makes is already this
     arr = np.asarray(pcm)
     if arr.ndim != 1:
         raise ValueError(f"expected mono 1-D samples, got shape {arr.shape}")
