@@ -232,7 +232,10 @@ _TOKEN_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.
 _tokens = st.text(alphabet=_TOKEN_CHARS, min_size=1, max_size=12)
 _lower_tokens = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-.!*_+`'~", min_size=1, max_size=10)
 _label = st.from_regex(r"[a-z0-9]([a-z0-9-]{0,8}[a-z0-9])?", fullmatch=True)
-_hostnames = st.lists(_label, min_size=1, max_size=4).map(".".join)
+# RFC 3261 §25.1: the top label starts with a letter, so "0.0.0.300" is neither
+# a hostname nor an IPv4 address (the parser rightly rejects it).
+_toplabel = st.from_regex(r"[a-z]([a-z0-9-]{0,8}[a-z0-9])?", fullmatch=True)
+_hostnames = st.tuples(st.lists(_label, max_size=3), _toplabel).map(lambda parts: ".".join([*parts[0], parts[1]]))
 _ipv4 = st.ip_addresses(v=4).map(str)
 _ipv6 = st.ip_addresses(v=6).map(lambda a: f"[{ipaddress.IPv6Address(a).compressed}]")
 _hosts = st.one_of(_hostnames, _ipv4, _ipv6)
