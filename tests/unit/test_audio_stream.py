@@ -114,7 +114,6 @@ async def test_received_audio_is_heard_recorded_and_dtmf_detected(pair, tmp_path
     tone = (np.sin(2 * np.pi * 1000 * np.arange(160) / 8000) * 8000).astype(np.int16)
     local = ("127.0.0.1", stream.socket.port)
     loop = asyncio.get_running_loop()
-    now = loop.time()
     stream.play(PcmSource(np.full(8000, 3000, np.int16), 8000))
     for i in range(40):
         peer.rtp.sendto(struct.pack("!BBHII", 0x80, 0, i, i * 160, 99) + codec.encode(tone), local)

@@ -70,10 +70,6 @@ class Call:
         self.dtmf.append(entry)
         self.log_event("dtmf", digit=digit, source=source)
 
-    @property
-    def digits(self) -> str:
-        return "".join(d["digit"] for d in self.dtmf)
-
     def to_record(self) -> dict[str, Any]:
         return {
             "id": self.id,

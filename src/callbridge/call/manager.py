@@ -70,6 +70,7 @@ class CallManager:
         self.codecs = media.codecs
         self.app = app
         self.dtmf_listeners: list[Callable[[Call, DtmfEvent], None]] = []
+        self._hold_music: dict[int, LoopSource] = {}  # by sample rate: read the file once, not per call
         self.calls: dict[str, Call] = {}
         self.listeners: list[Callable[[Call, str], None]] = []
         self._tasks: set[asyncio.Task] = set()
@@ -327,6 +328,13 @@ class CallManager:
         return stream
 
     def _hold_source(self, sample_rate: int) -> Source:
+        cached = self._hold_music.get(sample_rate)
+        if cached is None:
+            cached = self._hold_music[sample_rate] = self._load_hold_music(sample_rate)
+        # Each call gets its own play position over the shared samples.
+        return LoopSource(cached.pcm, sample_rate, label=cached.label)
+
+    def _load_hold_music(self, sample_rate: int) -> LoopSource:
         path = self.media.music_on_hold
         if path is not None:
             try:

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from ..rtp.jitter import CN_PAYLOAD_TYPE
-from ..rtp.packet import RTP_HEADER_SIZE, RtpError, RtpPacket, is_rtcp
+from ..rtp.packet import RTCP_SECOND_OCTET_MAX, RTCP_SECOND_OCTET_MIN, RTP_HEADER_SIZE, RtpError, RtpPacket
 from ..rtp.rtcp import RtcpError, parse_compound
 from ..rtp.socket import RtpSocket
 from ..rtp.stats import RtcpScheduler
@@ -41,6 +41,7 @@ from .dtmf.rfc4733 import EventPacket, dial_string_packets
 from .pacer import FRAME_MS
 from .playback import Interrupted, PlaybackQueue
 from .receive import AudioReceiver
+from .recorder import CallRecorder
 from .sources import PcmSource, Source
 
 log = logging.getLogger("callbridge.media")
@@ -78,7 +79,7 @@ class AudioStream:
     ptime_ms: int = FRAME_MS
     cn_payload_type: int | None = CN_PAYLOAD_TYPE
     inband_dtmf: bool = False
-    recorder: object | None = None  # a media.recorder.CallRecorder
+    recorder: CallRecorder | None = None
     hold_source: Source | None = None
     cname: str = "callbridge"
     on_dtmf: Callable[[DtmfEvent], None] | None = None
@@ -232,7 +233,7 @@ class AudioStream:
             self.stats.bad_packets += 1
             return
         b0, b1, sequence, timestamp, ssrc = _HEADER.unpack_from(data)
-        if 200 <= b1 <= 204:  # RTCP multiplexed on the RTP port (RFC 5761 §4)
+        if RTCP_SECOND_OCTET_MIN <= b1 <= RTCP_SECOND_OCTET_MAX:  # RTCP muxed on the RTP port (RFC 5761 §4)
             self._rtcp_received(data, addr)
             return
         if b0 == _PLAIN_FIRST_OCTET:

@@ -132,6 +132,15 @@ def _unwrap(value: int, ref_raw: int, ref_ext: int, bits: int) -> int:
     return ref_ext + delta
 
 
+def _extend(value: int, ref: tuple[int, int] | None, bits: int) -> tuple[int, tuple[int, int]]:
+    """A wrapping counter's extended value, and the (raw, extended) reference to keep:
+    the highest value seen, so late packets never move it backwards."""
+    if ref is None:
+        return value, (value, value)
+    ext = _unwrap(value, ref[0], ref[1], bits)
+    return ext, ((value, ext) if ext > ref[1] else ref)
+
+
 class JitterBuffer:
     """One audio stream's jitter buffer; see module docstring."""
 
@@ -314,22 +323,11 @@ class JitterBuffer:
         if ref is not None and seq == (ref[0] + 1) & 0xFFFF:
             self._seq_ref = (seq, ref[1] + 1)  # the next packet in order: the common case
             return ref[1] + 1
-        if ref is None:
-            self._seq_ref = (seq, seq)
-            return seq
-        ext = _unwrap(seq, ref[0], ref[1], _SEQ_BITS)
-        if ext > ref[1]:
-            self._seq_ref = (seq, ext)
+        ext, self._seq_ref = _extend(seq, ref, _SEQ_BITS)
         return ext
 
     def _ext_ts(self, ts: int) -> int:
-        ref = self._ts_ref
-        if ref is None:
-            self._ts_ref = (ts, ts)
-            return ts
-        ext = _unwrap(ts, ref[0], ref[1], _TS_BITS)
-        if ext > ref[1]:
-            self._ts_ref = (ts, ext)
+        ext, self._ts_ref = _extend(ts, self._ts_ref, _TS_BITS)
         return ext
 
     def _remember(self, ext_seq: int) -> None:

@@ -127,6 +127,12 @@ def _parse_blocks(body: bytes, offset: int, count: int) -> tuple[list[ReportBloc
     return blocks, end
 
 
+def _with_reports(packet_type: int, head: bytes, reports: list[ReportBlock], extension: bytes) -> bytes:
+    # SR and RR end the same way: report blocks, then profile extensions (§6.4.1, §6.4.2).
+    body = head + b"".join(b.serialize() for b in reports) + extension
+    return _header(len(reports), packet_type, len(body)) + body
+
+
 @dataclass(slots=True)
 class RtcpSenderReport:
     """SR (RFC 3550 §6.4.1). ``extension`` is profile-specific trailing data."""
@@ -161,8 +167,7 @@ class RtcpSenderReport:
             )
         except struct.error as exc:
             raise RtcpError(f"SR field out of range: {exc}") from None
-        body = info + b"".join(b.serialize() for b in self.reports) + self.extension
-        return _header(len(self.reports), RTCP_SR, len(body)) + body
+        return _with_reports(RTCP_SR, info, self.reports, self.extension)
 
 
 @dataclass(slots=True)
@@ -190,11 +195,10 @@ class RtcpReceiverReport:
 
     def serialize(self) -> bytes:
         try:
-            body = _SSRC.pack(self.ssrc)
+            head = _SSRC.pack(self.ssrc)
         except struct.error as exc:
             raise RtcpError(f"RR SSRC out of range: {exc}") from None
-        body += b"".join(b.serialize() for b in self.reports) + self.extension
-        return _header(len(self.reports), RTCP_RR, len(body)) + body
+        return _with_reports(RTCP_RR, head, self.reports, self.extension)
 
 
 @dataclass(slots=True)

@@ -109,46 +109,42 @@ for _table in (ULAW_ENCODE_TABLE, ULAW_DECODE_TABLE, ALAW_ENCODE_TABLE, ALAW_DEC
     _table.setflags(write=False)
 
 
-def ulaw_encode(pcm: PcmArray) -> bytes:
-    return ULAW_ENCODE_TABLE[as_pcm(pcm).view(np.uint16)].tobytes()
+class _TableCodec:
+    """G.711 is a pair of lookup tables. Stateless, so one instance could be
+    shared, but the registry still creates one per call for symmetry with
+    stateful codecs."""
 
-
-def ulaw_decode(payload: bytes) -> PcmArray:
-    return ULAW_DECODE_TABLE[np.frombuffer(payload, dtype=np.uint8)]
-
-
-def alaw_encode(pcm: PcmArray) -> bytes:
-    return ALAW_ENCODE_TABLE[as_pcm(pcm).view(np.uint16)].tobytes()
-
-
-def alaw_decode(payload: bytes) -> PcmArray:
-    return ALAW_DECODE_TABLE[np.frombuffer(payload, dtype=np.uint8)]
-
-
-class PcmuCodec:
-    """G.711 µ-law. Stateless, so one instance could be shared, but the
-    registry still creates one per call for symmetry with stateful codecs."""
-
-    name = "PCMU"
+    name: str
     clock_rate = SAMPLE_RATE
     sample_rate = SAMPLE_RATE
+    _encode_table: NDArray[np.uint8]
+    _decode_table: NDArray[np.int16]
 
     def encode(self, pcm: PcmArray) -> bytes:
-        return ulaw_encode(pcm)
+        return self._encode_table[as_pcm(pcm).view(np.uint16)].tobytes()
 
     def decode(self, payload: bytes) -> PcmArray:
-        return ulaw_decode(payload)
+        return self._decode_table[np.frombuffer(payload, dtype=np.uint8)]
 
 
-class PcmaCodec:
+class PcmuCodec(_TableCodec):
+    """G.711 µ-law."""
+
+    name = "PCMU"
+    _encode_table = ULAW_ENCODE_TABLE
+    _decode_table = ULAW_DECODE_TABLE
+
+
+class PcmaCodec(_TableCodec):
     """G.711 A-law."""
 
     name = "PCMA"
-    clock_rate = SAMPLE_RATE
-    sample_rate = SAMPLE_RATE
+    _encode_table = ALAW_ENCODE_TABLE
+    _decode_table = ALAW_DECODE_TABLE
 
-    def encode(self, pcm: PcmArray) -> bytes:
-        return alaw_encode(pcm)
 
-    def decode(self, payload: bytes) -> PcmArray:
-        return alaw_decode(payload)
+# Stateless codecs: the module-level functions (used by the WAV reader and
+# tests) are simply shared instances' methods.
+_PCMU, _PCMA = PcmuCodec(), PcmaCodec()
+ulaw_encode, ulaw_decode = _PCMU.encode, _PCMU.decode
+alaw_encode, alaw_decode = _PCMA.encode, _PCMA.decode

@@ -39,7 +39,6 @@ class DtmfCollector:
         self.sample_rate = sample_rate
         self._detector = InbandDtmfDetector(sample_rate) if inband else None
         self._samples_fed = 0
-        self.digits: list[DtmfEvent] = []
 
     @property
     def wants_audio(self) -> bool:
@@ -79,5 +78,4 @@ class DtmfCollector:
     def _offer(self, event: DtmfEvent) -> None:
         accepted = self.merger.push(event)
         if accepted is not None:
-            self.digits.append(accepted)
             self.on_digit(accepted)
