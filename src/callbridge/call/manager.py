@@ -60,6 +60,10 @@ class CallManager:
                  trunks: TrunkTable, media: MediaPolicy, app: CallApp | None = None,
                  ring_seconds: float = 0.0) -> None:
         self.ring_seconds = ring_seconds
+        # Decides what an incoming REFER does. None: we dial the target ourselves
+        # (a server asked to transfer). A client such as the call simulator sets
+        # this to note the transfer instead; it returns the NOTIFY status to send.
+        self.on_refer: Callable[[Call, str], int] | None = None
         self.endpoint = endpoint
         self.ua = endpoint.ua
         self.media_host = media_host
@@ -286,6 +290,10 @@ class CallManager:
         session = event.session
         target = str(event.refer_to.uri)
         call.log_event("refer_received", target=target)
+        if self.on_refer is not None:
+            status = self.on_refer(call, target)
+            self._act(lambda now: self.ua.notify_refer(session, status, "OK" if status < 300 else "Declined", now))
+            return
         try:
             new_call = await self.dial(target)
         except (ValueError, OSError) as exc:
