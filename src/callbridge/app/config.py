@@ -69,7 +69,8 @@ class InboundTrunk(_Strict):
     numbers: list[str] = Field(default_factory=list, description="called numbers / SIP users; empty = any")
     allowed_cidrs: list[str] = Field(default_factory=list, description="source networks; empty = any")
     auth: DigestAuthConfig | None = None
-    flow: str | None = None
+    flow: str | None = Field(None, description="this trunk's flow when no route matches the called number")
+    routes: dict[str, str] = Field(default_factory=dict, description="called number / DID / SIP user -> flow")
 
     @field_validator("allowed_cidrs")
     @classmethod
@@ -127,20 +128,83 @@ class DemoConfig(_Strict):
     operator_uri: str = DEFAULT_OPERATOR_URI
 
 
+# Flows every install has: the demo line, and a 440 Hz test tone (a "milliwatt"
+# line, as carriers and PBXes offer for checking audio paths).
+BUILTIN_FLOWS = ("demo", "tone")
+
+
+class RoutingConfig(_Strict):
+    default_flow: str = Field("demo", description="flow for calls no route claims")
+    unknown_number: Literal["default", "reject"] = Field(
+        "default", description="a called number no route knows: play the default flow, or reject with 404")
+    numbers: dict[str, str] = Field(default_factory=dict, description="called number / DID / SIP user -> flow")
+
+
+class OutboundTrunk(_Strict):
+    name: str = Field(min_length=1)
+    host: str = Field(min_length=1, description="the carrier's SIP address, e.g. example.pstn.twilio.com")
+    port: int = Field(5060, ge=1, le=65535)
+    transport: Literal["udp", "tcp", "tls"] = "udp"
+    username: str | None = None
+    password: str | None = None
+    caller_id: str | None = Field(None, description="number presented on calls through this trunk")
+
+
+class AgentConfig(_Strict):
+    name: str = Field(min_length=1)
+    instructions: str = Field("You are a helpful phone assistant.", description="the agent's base instructions")
+
+
+class PromptConfig(_Strict):
+    cache_dir: Path | None = Field(None, description="rendered prompt audio; default ~/.cache/callbridge/prompts")
+    prerender: bool = Field(True, description="render static prompts at start-up so no caller waits for TTS")
+
+
 class Config(_Strict):
     server: ServerConfig = Field(default_factory=ServerConfig)
     media: MediaConfig = Field(default_factory=MediaConfig)
     inbound_trunks: list[InboundTrunk] = Field(default_factory=list)
+    outbound_trunks: list[OutboundTrunk] = Field(default_factory=list)
+    flows: dict[str, Path] = Field(default_factory=dict, description="flow name -> YAML flow file")
+    routing: RoutingConfig = Field(default_factory=RoutingConfig)
+    agents: list[AgentConfig] = Field(default_factory=lambda: [AgentConfig(name="assistant")])
+    prompts: PromptConfig = Field(default_factory=PromptConfig)
     demo: DemoConfig = Field(default_factory=DemoConfig)
     source: str | None = Field(None, exclude=True)
 
     @model_validator(mode="after")
-    def _unique_trunks(self) -> "Config":
-        names = [t.name for t in self.inbound_trunks]
-        duplicates = {n for n in names if names.count(n) > 1}
-        if duplicates:
-            raise ValueError(f"duplicate trunk names: {sorted(duplicates)}")
+    def _unique_names(self) -> "Config":
+        for what, names in (("trunk", [t.name for t in self.inbound_trunks + self.outbound_trunks]),
+                            ("agent", [a.name for a in self.agents])):
+            duplicates = {n for n in names if names.count(n) > 1}
+            if duplicates:
+                raise ValueError(f"duplicate {what} names: {sorted(duplicates)}")
         return self
+
+    @model_validator(mode="after")
+    def _flows_exist(self) -> "Config":
+        known = set(self.flows) | set(BUILTIN_FLOWS)
+        for name in self.flows:
+            if name in BUILTIN_FLOWS:
+                raise ValueError(f"flows.{name}: {name!r} is a built-in flow name; choose another")
+        references = [("routing.default_flow", self.routing.default_flow)]
+        references += [(f"routing.numbers.{number}", flow) for number, flow in self.routing.numbers.items()]
+        for index, trunk in enumerate(self.inbound_trunks):
+            if trunk.flow:
+                references.append((f"inbound_trunks.{index}.flow", trunk.flow))
+            references += [(f"inbound_trunks.{index}.routes.{number}", flow) for number, flow in trunk.routes.items()]
+        for where, flow in references:
+            if flow not in known:
+                raise ValueError(f"{where}: unknown flow {flow!r} (known: {', '.join(sorted(known))})")
+        return self
+
+    @property
+    def agent_names(self) -> set[str]:
+        return {a.name for a in self.agents}
+
+    @property
+    def outbound_trunk_names(self) -> set[str]:
+        return {t.name for t in self.outbound_trunks}
 
 
 def load_config(path: str | Path) -> Config:
@@ -157,12 +221,24 @@ def config_from(located: Located) -> Config:
         first = exc.errors()[0]
         path = tuple(p for p in first["loc"] if not isinstance(p, str) or not p.startswith("function-"))
         # Model-level checks name their field as "field: reason"; point at that field.
-        field_name, sep, _ = first["msg"].removeprefix("Value error, ").partition(": ")
-        if sep and path + (field_name,) in located.positions:
-            path = path + (field_name,)
+        field_path, sep, _ = first["msg"].removeprefix("Value error, ").partition(": ")
+        if sep:
+            path = _deepest_known(located, path, field_path.split("."))
         raise SourceError(located.position(path), _describe(first)) from None
     config.source = located.file
     return config
+
+
+def _deepest_known(located: Located, path: tuple, parts: list[str]) -> tuple:
+    """Follow "a.0.b" from ``path`` as far as the file has positions (list indexes are ints)."""
+    for part in parts:
+        for key in (part, int(part)) if part.isdigit() else (part,):
+            if path + (key,) in located.positions:
+                path = path + (key,)
+                break
+        else:
+            break
+    return path
 
 
 def _describe(error: dict) -> str:

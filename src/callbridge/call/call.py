@@ -54,6 +54,9 @@ class Call:
     events: list[dict[str, Any]] = field(default_factory=list)
     dtmf: list[dict[str, Any]] = field(default_factory=list)  # each key press once, in order
     recording: str | None = None
+    route: str | None = None  # the flow that answers this call
+    ivr: list[dict[str, Any]] = field(default_factory=list)  # the IVR path: nodes, prompts, digits, choices
+    handoff: dict[str, Any] | None = None  # the context handed to the voice agent
     app_task: Any = None  # the asyncio task running this call's application
 
     @property
@@ -88,5 +91,8 @@ class Call:
             "events": self.events,
             "dtmf": self.dtmf,
             "recording": self.recording,
+            "route": self.route,
+            "ivr": self.ivr,
+            "handoff": self.handoff,
             "media": None if self.leg.stream is None else self.leg.stream.media_record(),
         }

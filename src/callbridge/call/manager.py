@@ -64,6 +64,9 @@ class CallManager:
         # (a server asked to transfer). A client such as the call simulator sets
         # this to note the transfer instead; it returns the NOTIFY status to send.
         self.on_refer: Callable[[Call, str], int] | None = None
+        # Picks the application route (a flow name) for an inbound call before it
+        # is answered; None from it rejects the call with 404 (number not in service).
+        self.router: Callable[[Call], str | None] | None = None
         self.endpoint = endpoint
         self.ua = endpoint.ua
         self.media_host = media_host
@@ -145,6 +148,8 @@ class CallManager:
             if event.final and 200 <= event.status < 300:
                 # The transferee reached the target: our leg is done (blind transfer).
                 self._hangup_leg(call, "transfer")
+        elif isinstance(event, ev.ReferAccepted):
+            call.log_event("refer_accepted", status=event.status)
         elif isinstance(event, ev.ReferFailed):
             call.log_event("refer_failed", status=event.status)
         elif isinstance(event, ev.ReferReceived):
@@ -167,6 +172,13 @@ class CallManager:
         self.calls[call.id] = call
         self._set_status(call, CallStatus.RINGING)
         call.log_event("invite", source=str(session.source))
+        if self.router is not None:
+            call.route = self.router(call)
+            if call.route is None:
+                self._act(lambda now: self.ua.reject(session, 404, now))
+                call.log_event("rejected", reason="no route for the called number")
+                self._finish(call, "rejected")
+                return
         try:
             offer = parse_sdp(request.body) if request.body else None
         except SdpError as exc:

@@ -106,6 +106,14 @@ class ReferProgress:
 
 
 @dataclass(slots=True)
+class ReferAccepted:
+    """The transferee took our REFER (202, RFC 3515 §2.4.2); NOTIFYs will follow."""
+
+    session: "InviteSession"
+    status: int
+
+
+@dataclass(slots=True)
 class ReferFailed:
     session: "InviteSession"
     status: int
@@ -122,5 +130,5 @@ class AuthFailed:
 
 SessionEvent = (
     IncomingCall | CallConfirmed | CallProgress | CallAnswered | CallFailed | CallCancelled | CallEnded
-    | OfferReceived | AnswerReceived | DtmfInfoReceived | ReferReceived | ReferProgress | ReferFailed | AuthFailed
+    | OfferReceived | AnswerReceived | DtmfInfoReceived | ReferReceived | ReferAccepted | ReferProgress | ReferFailed | AuthFailed
 )

@@ -661,6 +661,8 @@ class UserAgent:
             self._on_reinvite_response(session, response, tx, now)
         elif method == "REFER" and response.status >= 300:
             self._events.append(ev.ReferFailed(session, response.status))
+        elif method == "REFER" and response.status >= 200:
+            self._events.append(ev.ReferAccepted(session, response.status))
         elif method in ("BYE", "NOTIFY", "INFO", "UPDATE") and response.status in (401, 407):
             log.info("%s on %s was challenged; not retried", method, session.call_id)
 

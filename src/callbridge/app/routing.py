@@ -1,0 +1,69 @@
+"""Which flow answers a call: by inbound trunk and called number (DID or SIP user).
+
+Order, most specific first:
+1. the trunk's own ``routes`` (number -> flow);
+2. the global ``routing.numbers``;
+3. the trunk's ``flow`` (its catch-all);
+4. a number nobody routes: ``routing.unknown_number`` decides. ``default`` plays
+   ``routing.default_flow``; ``reject`` answers 404, as a carrier does for a
+   number not in service. With no number routes configured at all, every call
+   is "known" and goes to the default flow.
+"""
+
+from __future__ import annotations
+
+from ..call.trunks import normalise_number
+from .config import Config
+
+
+def _table(routes: dict[str, str]) -> dict[str, str]:
+    # Twilio sends "+15550100000"; a softphone dials "15550100000" or a SIP user
+    # such as "support": keep the written form and the digits-only form.
+    table: dict[str, str] = {}
+    for number, flow in routes.items():
+        table[number] = flow
+        normalised = normalise_number(number)
+        if normalised:
+            table.setdefault(normalised, flow)
+            table.setdefault(normalised.lstrip("+"), flow)
+    return table
+
+
+class Router:
+    def __init__(self, config: Config) -> None:
+        routing = config.routing
+        self.default_flow = routing.default_flow
+        self.reject_unknown = routing.unknown_number == "reject"
+        self.numbers = _table(routing.numbers)
+        self.trunk_routes = {t.name: _table(t.routes) for t in config.inbound_trunks}
+        self.trunk_flows = {t.name: t.flow for t in config.inbound_trunks if t.flow}
+        self.has_number_routes = bool(self.numbers) or any(self.trunk_routes.values())
+
+    @property
+    def reachable_flows(self) -> set[str]:
+        """Flows some call can reach: only these need their prompts rendered."""
+        return ({self.default_flow} | set(self.numbers.values()) | set(self.trunk_flows.values())
+                | {flow for table in self.trunk_routes.values() for flow in table.values()})
+
+    def flow_for(self, trunk: str | None, called: str | None) -> str | None:
+        """The flow's name, or None when the call must be rejected (404)."""
+        for table in (self.trunk_routes.get(trunk or "", {}), self.numbers):
+            flow = _lookup(table, called)
+            if flow is not None:
+                return flow
+        if trunk in self.trunk_flows:
+            return self.trunk_flows[trunk]
+        if self.reject_unknown and self.has_number_routes:
+            return None
+        return self.default_flow
+
+
+def _lookup(table: dict[str, str], called: str | None) -> str | None:
+    if not table or called is None:
+        return None
+    if called in table:
+        return table[called]
+    normalised = normalise_number(called)
+    if normalised:
+        return table.get(normalised) or table.get(normalised.lstrip("+"))
+    return None
