@@ -239,3 +239,19 @@ def test_each_press_reported_exactly_once_despite_loss(case, mode) -> None:
     rx = Rfc4733Receiver(report=mode)
     out = feed_all(rx, packets) + rx.flush()
     assert "".join(d.digit for d in out) == dial
+
+
+def test_a_new_ssrc_starts_a_new_timestamp_space():
+    """SIPp sends each play_dtmf from a new SSRC with the same timestamp: two presses, not one."""
+    from callbridge.media.dtmf.rfc4733 import Rfc4733Receiver, TelephoneEvent
+
+    receiver = Rfc4733Receiver()
+    digits = []
+    for ssrc in (0x01020305, 0x01020306):
+        for duration, end, marker in ((160, False, True), (800, False, False), (1600, True, False), (1600, True, False)):
+            payload = TelephoneEvent(event=1, end=end, volume=10, duration=duration).pack()
+            digits += receiver.feed(24400, marker, payload, ssrc)
+    assert [d.digit for d in digits] == ["1", "1"]
+    # The same SSRC repeating its packets is still one press.
+    again = receiver.feed(24400, False, TelephoneEvent(event=1, end=True, volume=10, duration=1600).pack(), 0x01020306)
+    assert again == []

@@ -253,7 +253,7 @@ class AudioStream:
             self.receiver.push(sequence, timestamp, payload, now, marker=marker,
                                payload_type=payload_type, ssrc=ssrc)
         elif payload_type == self.telephone_event_pt:
-            self.dtmf.on_telephone_event(timestamp, marker, payload, now)
+            self.dtmf.on_telephone_event(timestamp, marker, payload, now, ssrc)
         else:
             self.stats.unknown_payload += 1
             return

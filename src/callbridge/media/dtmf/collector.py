@@ -48,8 +48,9 @@ class DtmfCollector:
     def inband_active(self) -> bool:
         return self._detector is not None and self.merger.inband_enabled
 
-    def on_telephone_event(self, timestamp: int, marker: bool, payload: bytes, now: float) -> None:
-        for digit in self.rfc4733.feed(timestamp, marker, payload):
+    def on_telephone_event(self, timestamp: int, marker: bool, payload: bytes, now: float,
+                           ssrc: int | None = None) -> None:
+        for digit in self.rfc4733.feed(timestamp, marker, payload, ssrc):
             self._offer(DtmfEvent(digit.digit, "rfc4733", now, digit.duration_ms))
 
     def on_info(self, digit: str, now: float, duration_ms: float | None = None) -> None:

@@ -128,15 +128,25 @@ class Rfc4733Receiver:
         self.report: ReportMode = report
         self._current: _Event | None = None
         self._seen: OrderedDict[int, None] = OrderedDict()
+        self._ssrc: int | None = None
 
-    def feed(self, timestamp: int, marker: bool, payload: bytes) -> list[DtmfDigit]:
+    def feed(self, timestamp: int, marker: bool, payload: bytes, ssrc: int | None = None) -> list[DtmfDigit]:
         parsed = TelephoneEvent.parse(payload)
         if parsed is None or parsed.event >= len(DTMF_DIGITS):
             return []  # not DTMF (flash, tones, ...): RFC 4733 lets us ignore it
         timestamp %= TIMESTAMP_MODULUS
         digit = DTMF_DIGITS[parsed.event]
-        current = self._current
         out: list[DtmfDigit] = []
+        if ssrc is not None and ssrc != self._ssrc:
+            # A new source (RFC 3550 §8.2) has its own timestamp space: what we
+            # remember of the old one says nothing about it. SIPp starts each
+            # play_dtmf on a new SSRC with the same timestamp.
+            if self._ssrc is not None:
+                out.extend(self.flush())
+                self._current = None
+                self._seen.clear()
+            self._ssrc = ssrc
+        current = self._current
 
         if current is not None and timestamp == current.segment:
             if current.ended:
