@@ -8,14 +8,15 @@ cd "$(dirname "$0")/.."
 want_test=0
 [ "${1:-}" = "--test" ] && want_test=1
 
+# espeak-ng speaks every prompt language other than English (callbridge.speech).
+wanted_apt=(espeak-ng)
+# SIPp (sip-tester) and baresip are the real peers of the interop tests;
+# sox makes reference audio.
+[ "$want_test" = 1 ] && wanted_apt+=(sip-tester baresip-core sox)
 apt_packages=()
-if [ "$want_test" = 1 ]; then
-  # SIPp (sip-tester) and baresip are the real peers of the interop tests;
-  # sox and espeak-ng make reference audio.
-  for pkg in sip-tester baresip-core sox espeak-ng; do
-    dpkg -s "$pkg" >/dev/null 2>&1 || apt_packages+=("$pkg")
-  done
-fi
+for pkg in "${wanted_apt[@]}"; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || apt_packages+=("$pkg")
+done
 if [ "${#apt_packages[@]}" -gt 0 ]; then
   SUDO=""
   [ "$(id -u)" = 0 ] || SUDO="sudo"
@@ -47,7 +48,9 @@ stamp=".venv/.installed$extras"
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   echo "setup: installing callbridge$extras into .venv"
   .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip >/dev/null
-  .venv/bin/python -m pip install -q --disable-pip-version-check -e ".$extras"
+  # binary wheels only: the speech stack (ctranslate2, onnxruntime, av) must
+  # never fall back to building from source on a 2-core machine
+  .venv/bin/python -m pip install -q --disable-pip-version-check --only-binary=:all: -e ".$extras"
   touch "$stamp"
 fi
 echo "setup: done"
