@@ -484,7 +484,9 @@ def enlarge_socket_buffers(pid: int, port: int, size: int, timeout: float = 5.0)
 
 
 def write_config(path: Path, port_min: int, port_max: int, record: bool | None, nice: int | None = None) -> None:
-    lines = ["media:", f"  rtp_port_min: {port_min}", f"  rtp_port_max: {port_max}"]
+    # The 440 Hz test-tone line: continuous audio, no IVR prompts or transfers.
+    lines = ["routing:", "  default_flow: tone",
+             "media:", f"  rtp_port_min: {port_min}", f"  rtp_port_max: {port_max}"]
     if record is not None:
         lines.append(f"  record: {'true' if record else 'false'}")
     if nice is not None:

@@ -64,7 +64,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         (workdir / "pcap").symlink_to("/usr/share/sip-tester")
-        process, sip_port, _ = start_server(workdir)
+        config = workdir / "callbridge.yaml"
+        config.write_text("routing:\n  default_flow: tone\n")  # the test-tone line: call setup cost only
+        process, sip_port, _ = start_server(workdir, config=config, timeout=90.0)
         try:
             print(f"{'cps':>5} {'calls':>6} {'failed':>6} {'p50 ms':>7} {'p99 ms':>7} {'server CPU %':>12}")
             best = None

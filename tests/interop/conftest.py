@@ -16,7 +16,10 @@ from pathlib import Path
 import pytest
 
 SCENARIOS = Path(__file__).parent / "scenarios"
-STARTUP_TIMEOUT = 20.0
+# Generous: the first server on a fresh machine renders the demo's prompts with piper.
+STARTUP_TIMEOUT = 90.0
+# The built-in 440 Hz test-tone line: for tests about SIP and media rather than the IVR.
+TONE_LINE = "routing:\n  default_flow: tone\n"
 
 
 def require_tool(name: str) -> str:
@@ -120,18 +123,22 @@ def stop_server(server: RunningServer) -> None:
 
 @pytest.fixture
 def server(tmp_path):
-    running = start_server(tmp_path)
+    running = start_server(tmp_path, TONE_LINE)
     yield running
     stop_server(running)
 
 
 @pytest.fixture
 def server_factory(tmp_path):
+    """Start servers; the tone line unless ``ivr=True`` (then the config decides, demo by default)."""
     started: list[RunningServer] = []
 
-    def factory(config_text: str | None = None, extra_args: list[str] | None = None) -> RunningServer:
+    def factory(config_text: str | None = None, extra_args: list[str] | None = None, *,
+                ivr: bool = False) -> RunningServer:
         workdir = tmp_path / f"server{len(started)}"
         workdir.mkdir()
+        if not ivr:
+            config_text = TONE_LINE + (config_text or "")
         running = start_server(workdir, config_text, extra_args)
         started.append(running)
         return running

@@ -32,6 +32,14 @@ def build_parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check-config", help="validate a config file and exit",
                                 description="Load and validate a config file; print file:line:column on error.")
     check.add_argument("config", type=Path)
+
+    test_call = commands.add_parser("test-call", help="dial a line and run a scripted test call",
+                                    description="Call a SIP line, run a YAML script of steps (listen, press, say, "
+                                                "expect), print a report. Exit 0 pass, 1 fail, 2 script error, "
+                                                "3 call not placed. See docs/TESTCALL.md.")
+    from .testcall import add_arguments as add_test_call_arguments
+
+    add_test_call_arguments(test_call)
     return parser
 
 
@@ -57,14 +65,29 @@ def _cli_position():
     return Position("<command line>", 1, 1)
 
 
+def _check_flows(config: Config) -> dict:
+    from .phoneline import load_flows
+
+    return load_flows(config)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "test-call":
+        from .testcall import main as test_call
+
+        return test_call(args)
     try:
         if args.command == "check-config":
-            load_config(args.config)
-            print(f"{args.config}: ok")
+            config = load_config(args.config)
+            flows = _check_flows(config)
+            for name, flow in flows.items():
+                for warning in flow.warnings:
+                    print(f"callbridge: warning: {warning}", file=sys.stderr)
+            print(f"{args.config}: ok ({len(flows)} flows: {', '.join(sorted(flows))})")
             return 0
         config = _apply_overrides(_load(args.config), args)
+        _check_flows(config)  # a broken flow file stops start-up with file:line, like a broken config
     except SourceError as exc:
         print(f"callbridge: config error: {exc}", file=sys.stderr)
         return EXIT_CONFIG_ERROR

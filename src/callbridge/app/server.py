@@ -7,6 +7,7 @@ import ipaddress
 import logging
 import os
 import signal
+from pathlib import Path
 from dataclasses import dataclass
 
 import uvicorn
@@ -21,11 +22,19 @@ from ..sip.endpoint import SipEndpoint
 from ..sip.tls import server_context
 from ..sip.useragent import UserAgent, UserAgentConfig
 from .config import Config
-from .demo import DemoToneApp
+from ..speech.prompts import PromptCache
 from .gctuning import collect_periodically, tune_gc_for_media
 from .http import build_http_app
+from .phoneline import PhoneLineApp, load_flows, static_prompts
+from .routing import Router
 
 log = logging.getLogger("callbridge.server")
+
+
+def default_cache_dir() -> Path:
+    # Rendered prompts outlive any one data dir: share them like any XDG cache.
+    root = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(root) / "callbridge"
 
 def set_priority(nice: int) -> None:
     """Like PBXes' realtime-priority option: a media process that loses the CPU for
@@ -71,8 +80,14 @@ class Server:
         policy = MediaPolicy(codecs=media.codecs, dtmf_inband=media.dtmf_inband,
                              recordings_dir=self.recordings_dir, recording_io=self.recording_io,
                              music_on_hold=media.music_on_hold)
+        self.flows = load_flows(config)
+        self.prompts = PromptCache(config.prompts.cache_dir or default_cache_dir() / "prompts")
+        self._transcriber = None
+        app = PhoneLineApp(self.flows, self.prompts, transcriber=self._get_transcriber, dialer=self._dial)
         self.calls = CallManager(self.endpoint, media_host=self.advertised_host, ports=self.ports, pacer=self.pacer,
-                                 trunks=trunks, media=policy, app=DemoToneApp(), ring_seconds=server.ring_seconds)
+                                 trunks=trunks, media=policy, app=app, ring_seconds=server.ring_seconds)
+        router = self.router = Router(config)
+        self.calls.router = lambda call: router.flow_for(call.trunk, call.called)
         self._http: uvicorn.Server | None = None
         self._http_task: asyncio.Task | None = None
         self.bound: BoundPorts | None = None
@@ -80,6 +95,38 @@ class Server:
 
     def _on_sip_event(self, event) -> None:
         self.calls.on_sip_event(event)
+
+    def _get_transcriber(self):
+        # Loaded on the first speech input: most lines never need the 140 MB model.
+        if self._transcriber is None:
+            from ..speech.stt import Transcriber
+
+            self._transcriber = Transcriber()
+        return self._transcriber
+
+    async def _dial(self, target: str, trunk_name: str | None):
+        """An outbound leg, through a named trunk when given (numbers need one)."""
+        trunk = next((t for t in self.config.outbound_trunks if t.name == trunk_name), None)
+        if trunk is None:
+            return await self.calls.dial(target)
+        user = target.removeprefix("sip:").split("@", 1)[0]
+        credentials = (trunk.username, trunk.password) if trunk.username and trunk.password else None
+        return await self.calls.dial(f"sip:{user}@{trunk.host}:{trunk.port}", from_user=trunk.caller_id,
+                                     credentials=credentials)
+
+    async def _render_prompts(self) -> None:
+        specs = static_prompts({name: flow for name, flow in self.flows.items() if name in self.router.reachable_flows})
+        missing = [spec for spec in specs if not self.prompts.path_for(spec).exists()]
+        if not missing:
+            log.info("prompts ready", extra={"prompts": len(specs), "rendered": 0})
+            return
+        log.info("rendering prompts", extra={"total": len(missing)})
+
+        def progress(done: int, total: int, spec) -> None:
+            log.info(f"rendering prompts {done}/{total}", extra={"text": spec.text[:60], "language": spec.language})
+
+        await self.prompts.render_all(missing, progress=progress)
+        log.info("prompts ready", extra={"prompts": len(specs), "rendered": len(missing)})
 
     async def start(self) -> BoundPorts:
         server = self.config.server
@@ -90,6 +137,9 @@ class Server:
             # A crash leaves recordings with stale header sizes: make them playable again.
             for path in scan_and_repair(self.recordings_dir):
                 log.warning("repaired recording after an unclean shutdown", extra={"path": str(path)})
+        if self.config.prompts.prerender:
+            # Before SIP listens: the first caller must not wait for synthesis.
+            await self._render_prompts()
         ssl_context = None
         if server.tls is not None:
             ssl_context = server_context(str(server.tls.cert), str(server.tls.key))

@@ -1,0 +1,71 @@
+"""The application every answered call runs: its routed flow, or the test tone line."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from ..agent.holding import holding_agent
+from ..call.call import Call, CallStatus
+from ..call.manager import CallManager
+from ..ivr.callio import CallFlowIO, CallHungUp, TranscriberFactory
+from ..ivr import DEMO_FLOW_PATH, Flow, FlowRunner, load_flow
+from ..speech.prompts import PromptCache, PromptSpec
+from .config import Config
+from .demo import DemoToneApp
+
+log = logging.getLogger("callbridge.ivr")
+
+
+
+def load_flows(config: Config) -> dict[str, Flow]:
+    """Every flow the config names, plus the built-in demo; a broken file raises SourceError."""
+    settings = {"operator_uri": config.demo.operator_uri}
+    base = Path(config.source).resolve().parent if config.source else Path.cwd()
+    files = {"demo": DEMO_FLOW_PATH, **{name: path if path.is_absolute() else base / path
+                                   for name, path in config.flows.items()}}
+    flows = {}
+    for name, path in files.items():
+        flow = load_flow(path, agents=config.agent_names, trunks=config.outbound_trunk_names, settings=settings)
+        for warning in flow.warnings:
+            log.warning("flow %s: %s", name, warning)
+        flows[name] = flow
+    return flows
+
+
+def static_prompts(flows: dict[str, Flow]) -> list[PromptSpec]:
+    seen: dict[PromptSpec, None] = {}
+    for flow in flows.values():
+        for prompt in flow.static_prompts():
+            seen[PromptSpec(prompt.text, prompt.language, prompt.voice)] = None
+    return list(seen)
+
+
+class PhoneLineApp:
+    def __init__(self, flows: dict[str, Flow], prompts: PromptCache, *, transcriber: TranscriberFactory | None,
+                 dialer=None) -> None:
+        self.flows = flows
+        self.prompts = prompts
+        self.transcriber = transcriber
+        self.dialer = dialer
+        self.tone = DemoToneApp()
+
+    async def run(self, call: Call, manager: CallManager) -> None:
+        name = call.route or "demo"
+        if name == "tone":
+            await self.tone.run(call, manager)
+            return
+        io = CallFlowIO(call, manager, prompts=self.prompts, start_agent=holding_agent,
+                        transcriber=self.transcriber, dial=self.dialer)
+        try:
+            await FlowRunner(self.flows[name], io).run()
+        except CallHungUp:
+            pass
+        except Exception:  # noqa: BLE001 - a flow bug must end the call cleanly, not leave dead air
+            log.exception("flow %s failed on call %s", name, call.id)
+            if call.status is not CallStatus.HANGUP:
+                manager.hangup(call, "error")
+        finally:
+            io.close()
+        if call.status is not CallStatus.HANGUP:
+            manager.hangup(call, "flow_ended")
