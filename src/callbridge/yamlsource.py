@@ -57,15 +57,19 @@ class Located:
         return SourceError(self.position(path), reason)
 
 
+def read_source_text(path: Path, what: str = "file") -> str:
+    """A user-written file's text; unreadable or non-UTF-8 is a located error."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SourceError(Position(str(path), 1, 1), f"cannot read {what}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise SourceError(Position(str(path), 1, 1), f"{what} is not UTF-8 text") from None
+
+
 def load_yaml(path: str | Path) -> Located:
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise SourceError(Position(str(path), 1, 1), f"cannot read file: {exc.strerror}") from None
-    except UnicodeDecodeError:
-        raise SourceError(Position(str(path), 1, 1), "file is not UTF-8 text") from None
-    return load_yaml_text(text, str(path))
+    return load_yaml_text(read_source_text(path), str(path))
 
 
 def load_yaml_text(text: str, file: str) -> Located:

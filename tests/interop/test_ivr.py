@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from . import media_assets as ma
@@ -155,3 +156,66 @@ def test_test_call_script_with_a_wrong_expectation_fails(demo_line, tmp_path):
     completed = run_test_call(wrong, demo_line)
     assert completed.returncode == 1, completed.stdout + completed.stderr
     assert "FAIL" in completed.stdout and "press 7 for pizza" in completed.stdout, completed.stdout
+
+
+def test_bridge_transfer_joins_the_caller_to_a_second_call(server_factory, tmp_path):
+    """A flow transfers by bridging: callbridge dials the tone line itself and joins the two legs.
+    baresip (saying 1000 Hz) must hear the far line's 440 Hz, and the far line must hear 1000 Hz."""
+    far = server_factory()  # the 440 Hz tone line
+    flow = tmp_path / "bridge.yaml"
+    flow.write_text("flow: bridge\nstart: connect\nnodes:\n  connect:\n    type: transfer\n"
+                    f"    target: sip:tone@127.0.0.1:{far.sip_port}\n    method: bridge\n")
+    near = server_factory(f"flows:\n  bridge: {flow}\nrouting:\n  default_flow: bridge\n", ivr=True)
+    baresip = require_tool("baresip")
+    source = ma.write_wav(tmp_path / "caller.wav", ma.sine(1000.0, 6.0, -12.0))
+    config_dir = baresip_config(tmp_path, source)
+    completed = subprocess.run(
+        [baresip, "-f", str(config_dir), "-e", f"/dial sip:bridge@127.0.0.1:{near.sip_port}", "-t", "12"],
+        capture_output=True, text=True, timeout=30, cwd=tmp_path)
+    assert "call established" in completed.stdout.lower() + completed.stderr.lower()
+    inbound = near.wait_for(lambda: [c for c in near.calls() if c["direction"] == "inbound" and c["status"] == "hangup"],
+                            what="the caller's leg to end")[0]
+    assert any(e["type"] == "bridged" for e in inbound["events"]), inbound["events"]
+    legs = near.calls()
+    outbound = [c for c in legs if c["direction"] == "outbound"]
+    assert len(outbound) == 1 and outbound[0]["ivr"] == [], "the dialed leg must not run a flow of its own"
+    far_call = far.wait_for(lambda: (c := far.calls()) and c[0]["status"] == "hangup" and c[0], what="far leg ends")
+    assert far_call["end_reason"] == "caller_hangup"  # the near side hung up when baresip did
+
+    heard, rate = ma.read_wav(sorted(tmp_path.glob("dump-*-dec.wav"))[0])
+    late = heard[0][len(heard[0]) // 2:]  # after the bridge is up
+    assert abs(ma.dominant_frequency(late, rate) - 440.0) < 10, "the caller did not hear the far line"
+    recorded, rate = ma.read_wav(Path(far_call["recording"]))
+    caller_side = recorded[0][recorded.shape[1] // 3:]
+    assert abs(ma.dominant_frequency(caller_side, rate) - 1000.0) < 10, "the far line did not hear the caller"
+    assert ma.tone_dbfs(caller_side, rate, 1000.0) > -25
+
+
+def test_spoken_answer_is_understood(server_factory, tmp_path):
+    """A gather with speech input: baresip says a synthesised sentence, whisper hears it, the choice maps."""
+    from callbridge.media.resample import resample
+    from callbridge.speech import synthesizer_for
+
+    flow = tmp_path / "speech.yaml"
+    flow.write_text(
+        "flow: speech\nstart: ask\nnodes:\n"
+        "  ask:\n    type: gather\n    input: speech\n    prompt: How can I help?\n    into: topic\n"
+        "    timeout: 8\n    hints: [invoice, order]\n"
+        "    choices: {invoice: billing, bill: billing, order: orders}\n    next: confirm\n"
+        "  confirm:\n    type: say\n    text: \"You chose {{ topic }}.\"\n    next: bye\n"
+        "  bye:\n    type: hangup\n")
+    line = server_factory(f"flows:\n  speech: {flow}\nrouting:\n  default_flow: speech\n", ivr=True)
+    synth = synthesizer_for("en")
+    sentence = resample(synth.synthesize("I have a question about my invoice."), synth.sample_rate, ma.RATE)
+    said = np.concatenate([np.zeros(3 * ma.RATE), sentence / 32768.0, np.zeros(6 * ma.RATE)])
+    source = ma.write_wav(tmp_path / "caller.wav", said)
+    config_dir = baresip_config(tmp_path, source)
+    completed = subprocess.run(
+        [require_tool("baresip"), "-f", str(config_dir), "-e", f"/dial sip:speech@127.0.0.1:{line.sip_port}",
+         "-t", "20"], capture_output=True, text=True, timeout=40, cwd=tmp_path)
+    assert "call established" in completed.stdout.lower() + completed.stderr.lower()
+    call = line.wait_for(lambda: (c := line.calls()) and c[0]["status"] == "hangup" and c[0], what="hangup")
+    heard = [e["text"] for e in call["ivr"] if e["type"] == "speech" and "text" in e]
+    assert heard and "invoice" in heard[0].lower(), call["ivr"]
+    prompts = [e["text"] for e in call["ivr"] if e["type"] == "prompt"]
+    assert "You chose billing." in prompts, call["ivr"]

@@ -10,6 +10,7 @@ from ..call.call import Call, CallStatus
 from ..call.manager import CallManager
 from ..ivr.callio import CallFlowIO, CallHungUp, TranscriberFactory
 from ..ivr import DEMO_FLOW_PATH, Flow, FlowRunner, load_flow
+from ..ivr.nodes import GatherNode
 from ..speech.prompts import PromptCache, PromptSpec
 from .config import Config
 from .demo import DemoToneApp
@@ -33,6 +34,10 @@ def load_flows(config: Config) -> dict[str, Flow]:
     return flows
 
 
+def listens_for_speech(flow: Flow) -> bool:
+    return any(isinstance(node, GatherNode) and node.input in ("speech", "both") for node in flow.nodes.values())
+
+
 def static_prompts(flows: dict[str, Flow]) -> list[PromptSpec]:
     seen: dict[PromptSpec, None] = {}
     for flow in flows.values():
@@ -51,6 +56,8 @@ class PhoneLineApp:
         self.tone = DemoToneApp()
 
     async def run(self, call: Call, manager: CallManager) -> None:
+        if call.direction == "outbound" and call.route is None:
+            return  # a leg we dialed (a bridged transfer): whoever dialed it drives it
         name = call.route or "demo"
         if name == "tone":
             await self.tone.run(call, manager)

@@ -25,7 +25,7 @@ from .config import Config
 from ..speech.prompts import PromptCache
 from .gctuning import collect_periodically, tune_gc_for_media
 from .http import build_http_app
-from .phoneline import PhoneLineApp, load_flows, static_prompts
+from .phoneline import PhoneLineApp, listens_for_speech, load_flows, static_prompts
 from .routing import Router
 
 log = logging.getLogger("callbridge.server")
@@ -140,6 +140,10 @@ class Server:
         if self.config.prompts.prerender:
             # Before SIP listens: the first caller must not wait for synthesis.
             await self._render_prompts()
+        if any(listens_for_speech(self.flows[name]) for name in self.router.reachable_flows if name in self.flows):
+            # Likewise the speech model (~0.3 s, more the first time it is assembled).
+            await asyncio.to_thread(self._get_transcriber().load)
+            log.info("speech recognition ready")
         ssl_context = None
         if server.tls is not None:
             ssl_context = server_context(str(server.tls.cert), str(server.tls.key))

@@ -201,24 +201,31 @@ class CallFlowIO:
             log.warning("bridged transfer to %s failed: %s", target, exc)
             return False
         deadline = time.monotonic() + BRIDGE_ANSWER_TIMEOUT_S
-        while other.status in (CallStatus.DIALING, CallStatus.RINGING) and time.monotonic() < deadline:
-            if self.call.status is CallStatus.HANGUP:
-                self.manager.hangup(other, "caller_hangup")
-                raise CallHungUp()
-            await asyncio.sleep(POLL_S)
+        try:
+            while other.status in (CallStatus.DIALING, CallStatus.RINGING) and time.monotonic() < deadline:
+                if self.call.status is CallStatus.HANGUP:
+                    raise CallHungUp()
+                await asyncio.sleep(POLL_S)
+        except (CallHungUp, asyncio.CancelledError):
+            self.manager.hangup(other, "caller_hangup")  # CANCEL: the caller gave up while it rang
+            raise
         if other.status is not CallStatus.ACTIVE or other.leg.stream is None:
             if other.status is not CallStatus.HANGUP:
                 self.manager.hangup(other, "no_answer")
             return False
         self.bridge = AudioBridge(self.stream, other.leg.stream)
         self.call.log_event("bridged", target=target, other_call=other.id)
-        # Stay until either side hangs up, then take the other one down too.
-        while self.call.status is not CallStatus.HANGUP and other.status is not CallStatus.HANGUP:
-            await asyncio.sleep(POLL_S * 4)
-        self.bridge.close()
-        for leg in (self.call, other):
-            if leg.status is not CallStatus.HANGUP:
-                self.manager.hangup(leg, "bridge_ended")
+        try:
+            # Stay until either side hangs up...
+            while self.call.status is not CallStatus.HANGUP and other.status is not CallStatus.HANGUP:
+                await asyncio.sleep(POLL_S * 4)
+        finally:
+            # ...then take the other one down too. Also when our task is cancelled
+            # because the caller hung up: the far leg must not stay up alone.
+            self.bridge.close()
+            for leg in (self.call, other):
+                if leg.status is not CallStatus.HANGUP:
+                    self.manager.hangup(leg, "bridge_ended")
         return True
 
     async def handoff(self, agent: str, context: HandoffContext) -> None:

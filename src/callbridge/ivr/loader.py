@@ -26,7 +26,7 @@ from pathlib import Path
 
 import yaml
 
-from ..yamlsource import Located, Position, SourceError, load_yaml_text
+from ..yamlsource import Located, Position, SourceError, load_yaml_text, read_source_text
 from .fields import Fields
 from .model import Flow, FlowWarning
 from .loadcontext import LoadContext
@@ -41,12 +41,7 @@ _NODE_ID = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*\Z")
 def load_flow(path: str | Path, *, agents: set[str] | None, trunks: set[str] | None,
               settings: Mapping[str, object] | None = None) -> Flow:
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise SourceError(Position(str(path), 1, 1), f"cannot read flow file: {exc.strerror}") from None
-    except UnicodeDecodeError:
-        raise SourceError(Position(str(path), 1, 1), "flow file is not UTF-8 text") from None
+    text = read_source_text(path, "flow file")
     return load_flow_text(text, str(path), agents=agents, trunks=trunks, settings=settings, base_dir=path.parent)
 
 
