@@ -84,7 +84,13 @@ class CallFlowIO:
             self.record("prompt_skipped", reason="key pressed ahead")  # type-ahead: the caller already answered
             return
         stream = self.stream
-        pcm = await self.prompts.pcm_async(PromptSpec(text, language, voice), stream.sample_rate)
+        try:
+            pcm = await self.prompts.pcm_async(PromptSpec(text, language, voice), stream.sample_rate)
+        except Exception as exc:  # noqa: BLE001 - a broken voice must not end the call
+            # The caller misses one prompt but the menu still takes their keys.
+            log.error("prompt synthesis failed: %s", exc, extra={"call_id": self.call.sip_call_id})
+            self.record("prompt_failed", error=str(exc))
+            return
         await self._play(PcmSource(pcm, stream.sample_rate, label=text[:60]))
 
     async def play(self, path: Path) -> None:
@@ -92,7 +98,12 @@ class CallFlowIO:
             self.record("prompt_skipped", reason="key pressed ahead")
             return
         stream = self.stream
-        source = await asyncio.to_thread(wav_source, path, stream.sample_rate)
+        try:
+            source = await asyncio.to_thread(wav_source, path, stream.sample_rate)
+        except (OSError, ValueError) as exc:  # deleted or corrupted since the flow loaded
+            log.error("cannot play %s: %s", path, exc, extra={"call_id": self.call.sip_call_id})
+            self.record("prompt_failed", file=str(path), error=str(exc))
+            return
         await self._play(source)
 
     async def _play(self, source: Source) -> None:
@@ -162,8 +173,14 @@ class CallFlowIO:
             if hear in stream.audio_listeners:
                 stream.audio_listeners.remove(hear)
         utterance = done.result()
-        transcriber = self.transcriber()
-        text = await transcriber.transcribe_async(utterance, stream.sample_rate, language=language, hints=hints or None)
+        try:
+            transcriber = self.transcriber()
+            text = await transcriber.transcribe_async(utterance, stream.sample_rate, language=language,
+                                                      hints=hints or None)
+        except Exception as exc:  # noqa: BLE001 - treat it as not understood: the flow re-asks or moves on
+            log.error("transcription failed: %s", exc, extra={"call_id": self.call.sip_call_id})
+            self.record("speech_failed", error=str(exc))
+            return None
         self.record("speech", text=text)
         return text or None
 
@@ -173,7 +190,7 @@ class CallFlowIO:
         if method == "bridge":
             return await self._bridge(target, trunk)
         seen = len(self.call.events)
-        self.manager.transfer(self.call, target)
+        self.manager.transfer(self.call, self._refer_uri(target))
         deadline = time.monotonic() + TRANSFER_TIMEOUT_S
         while time.monotonic() < deadline:
             for event in self.call.events[seen:]:
@@ -190,6 +207,17 @@ class CallFlowIO:
                 return True  # the transferee left: the transfer took
             await asyncio.sleep(POLL_S)
         return any(e["type"] == "refer_accepted" for e in self.call.events)
+
+    def _refer_uri(self, target: str) -> str:
+        """A phone number becomes a SIP URI at the peer that sent us the call: the
+        trunk (Twilio, say) then routes the number, as it does for its own REFERs."""
+        if ":" in target:
+            return target
+        source = getattr(self.call.leg.session, "source", None)
+        host = getattr(source, "host", None) or "localhost"
+        port = getattr(source, "port", None)
+        number = "".join(c for c in target if c.isdigit() or c == "+")
+        return f"sip:{number}@{host}" + (f":{port}" if port else "")
 
     async def _bridge(self, target: str, trunk: str | None) -> bool:
         if self.dial is None:
