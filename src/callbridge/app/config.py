@@ -153,6 +153,11 @@ class OutboundTrunk(_Strict):
 class AgentConfig(_Strict):
     name: str = Field(min_length=1)
     instructions: str = Field("You are a helpful phone assistant.", description="the agent's base instructions")
+    greeting: str | None = Field(None, description="first words after the handoff; default uses the handoff reason")
+    provider: Literal["local", "holding"] = Field(
+        "local", description="local: the offline engine (whisper, intents, piper); holding: acknowledge and hold")
+    intents: Path | None = Field(None, description="intents file for the local engine; default: the demo's")
+    silence_ms: int = Field(600, ge=200, le=3000, description="quiet that ends the caller's turn")
 
 
 class PromptConfig(_Strict):

@@ -10,7 +10,7 @@ from ..call.call import Call, CallStatus
 from ..call.manager import CallManager
 from ..ivr.callio import CallFlowIO, CallHungUp, TranscriberFactory
 from ..ivr import DEMO_FLOW_PATH, Flow, FlowRunner, load_flow
-from ..ivr.nodes import GatherNode
+from ..ivr.nodes import AgentNode, GatherNode
 from ..speech.prompts import PromptCache, PromptSpec
 from .config import Config
 from .demo import DemoToneApp
@@ -34,6 +34,10 @@ def load_flows(config: Config) -> dict[str, Flow]:
     return flows
 
 
+def hands_off(flow: Flow) -> bool:
+    return any(isinstance(node, AgentNode) for node in flow.nodes.values())
+
+
 def listens_for_speech(flow: Flow) -> bool:
     return any(isinstance(node, GatherNode) and node.input in ("speech", "both") for node in flow.nodes.values())
 
@@ -48,11 +52,12 @@ def static_prompts(flows: dict[str, Flow]) -> list[PromptSpec]:
 
 class PhoneLineApp:
     def __init__(self, flows: dict[str, Flow], prompts: PromptCache, *, transcriber: TranscriberFactory | None,
-                 dialer=None) -> None:
+                 dialer=None, start_agent=holding_agent) -> None:
         self.flows = flows
         self.prompts = prompts
         self.transcriber = transcriber
         self.dialer = dialer
+        self.start_agent = start_agent
         self.tone = DemoToneApp()
 
     async def run(self, call: Call, manager: CallManager) -> None:
@@ -62,7 +67,7 @@ class PhoneLineApp:
         if name == "tone":
             await self.tone.run(call, manager)
             return
-        io = CallFlowIO(call, manager, prompts=self.prompts, start_agent=holding_agent,
+        io = CallFlowIO(call, manager, prompts=self.prompts, start_agent=self.start_agent,
                         transcriber=self.transcriber, dial=self.dialer)
         try:
             await FlowRunner(self.flows[name], io).run()

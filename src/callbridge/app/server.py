@@ -7,6 +7,7 @@ import ipaddress
 import logging
 import os
 import signal
+import time
 from pathlib import Path
 from dataclasses import dataclass
 
@@ -25,7 +26,9 @@ from .config import Config
 from ..speech.prompts import PromptCache
 from .gctuning import collect_periodically, tune_gc_for_media
 from .http import build_http_app
-from .phoneline import PhoneLineApp, listens_for_speech, load_flows, static_prompts
+from ..agent.demo_orders import OrdersDb
+from ..agent.desk import DEMO_INTENTS, AgentDefinition, AgentDesk
+from .phoneline import PhoneLineApp, hands_off, listens_for_speech, load_flows, static_prompts
 from .routing import Router
 
 log = logging.getLogger("callbridge.server")
@@ -83,7 +86,16 @@ class Server:
         self.flows = load_flows(config)
         self.prompts = PromptCache(config.prompts.cache_dir or default_cache_dir() / "prompts")
         self._transcriber = None
-        app = PhoneLineApp(self.flows, self.prompts, transcriber=self._get_transcriber, dialer=self._dial)
+        server.data_dir.mkdir(parents=True, exist_ok=True)
+        config_dir = Path(config.source).resolve().parent if config.source else Path.cwd()
+        self.agents = AgentDesk(
+            {a.name: AgentDefinition(name=a.name, instructions=a.instructions, greeting=a.greeting, provider=a.provider,
+                                     intents=config_dir / a.intents if a.intents else DEMO_INTENTS, silence_ms=a.silence_ms)
+             for a in config.agents},
+            transcriber=self._get_transcriber, operator_uri=config.demo.operator_uri,
+            orders_db=OrdersDb(server.data_dir.resolve() / "demo_orders.sqlite"))
+        app = PhoneLineApp(self.flows, self.prompts, transcriber=self._get_transcriber, dialer=self._dial,
+                           start_agent=self.agents)
         self.calls = CallManager(self.endpoint, media_host=self.advertised_host, ports=self.ports, pacer=self.pacer,
                                  trunks=trunks, media=policy, app=app, ring_seconds=server.ring_seconds)
         router = self.router = Router(config)
@@ -140,7 +152,13 @@ class Server:
         if self.config.prompts.prerender:
             # Before SIP listens: the first caller must not wait for synthesis.
             await self._render_prompts()
-        if any(listens_for_speech(self.flows[name]) for name in self.router.reachable_flows if name in self.flows):
+        reachable = [self.flows[name] for name in self.router.reachable_flows if name in self.flows]
+        if any(hands_off(flow) for flow in reachable):
+            # The agent's models (intents, voice, recogniser): the first handoff must not wait for them.
+            started = time.monotonic()
+            await asyncio.to_thread(self.agents.preload)
+            log.info("agent models ready", extra={"seconds": round(time.monotonic() - started, 2)})
+        elif any(listens_for_speech(flow) for flow in reachable):
             # Likewise the speech model (~0.3 s, more the first time it is assembled).
             await asyncio.to_thread(self._get_transcriber().load)
             log.info("speech recognition ready")

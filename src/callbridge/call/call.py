@@ -57,6 +57,7 @@ class Call:
     route: str | None = None  # the flow that answers this call
     ivr: list[dict[str, Any]] = field(default_factory=list)  # the IVR path: nodes, prompts, digits, choices
     handoff: dict[str, Any] | None = None  # the context handed to the voice agent
+    transcript: list[dict[str, Any]] = field(default_factory=list)  # agent conversation: turns, tools, latency
     app_task: Any = None  # the asyncio task running this call's application
 
     @property
@@ -94,5 +95,6 @@ class Call:
             "route": self.route,
             "ivr": self.ivr,
             "handoff": self.handoff,
+            "transcript": self.transcript,
             "media": None if self.leg.stream is None else self.leg.stream.media_record(),
         }

@@ -1,0 +1,218 @@
+"""The offline speech-to-speech back end: silero endpointing → whisper → intents brain → piper.
+
+It speaks the :mod:`.realtime` interface like any cloud model, so the agent
+session cannot tell the difference. Everything runs on packaged weights.
+
+A turn: the endpointer closes an utterance after ``silence_ms`` of quiet; whisper
+transcribes it in a worker thread; the intents brain picks an intent and its
+slots (an intent still missing a slot asks for it, and the next utterance is
+read as the answer); an intent with a tool asks the session to run it and
+renders the reply with the result; piper speaks the reply sentence by
+sentence, so the first sentence plays while the next is synthesised.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import numpy as np
+
+from ..speech.tts import Synthesizer, synthesize_stream
+from ..speech.utterance import UtteranceDetector
+from .brain.intents import IntentEngine, Match
+from .realtime import (
+    AgentAudio,
+    AgentEvent,
+    AgentTranscript,
+    BackendError,
+    SessionSetup,
+    SpeechStarted,
+    ToolCall,
+    TurnEnded,
+    TurnTiming,
+    UserTranscript,
+)
+
+log = logging.getLogger("callbridge.agent")
+
+DEFAULT_SILENCE_MS = 600  # quiet that ends the caller's turn: shorter cuts people off mid-thought
+ACTION_TOOLS = {"transfer": "transfer_to_human", "end_call": "end_call"}
+NOT_FOUND = "Sorry, I could not find that. Could you check the number and say it again?"
+TOOL_RESULT_TIMEOUT_S = 15.0  # the session enforces each tool's own timeout; this only guards a lost reply
+
+
+class LocalBackend:
+    def __init__(self, *, brain: IntentEngine, transcriber: Any, synthesizer: Synthesizer, input_rate: int,
+                 silence_ms: int = DEFAULT_SILENCE_MS) -> None:
+        self.brain = brain
+        self.transcriber = transcriber
+        self.synthesizer = synthesizer
+        self.input_rate = input_rate
+        self.output_rate = synthesizer.sample_rate
+        self.silence_ms = silence_ms
+        self.language = "en"
+        self._detector = UtteranceDetector(input_rate, silence_ms=silence_ms)
+        self._events: asyncio.Queue[AgentEvent | None] = asyncio.Queue()
+        self._turn_ids = itertools.count(1)
+        self._turn: asyncio.Task | None = None
+        self._pending: Match | None = None  # an intent waiting for the caller to give a slot
+        self._tool_results: dict[str, asyncio.Future[str]] = {}
+        self._was_speaking = False
+        self._closed = False
+
+    # -- RealtimeBackend ----------------------------------------------------------------------
+
+    async def start(self, setup: SessionSetup) -> None:
+        self.language = setup.language
+        if setup.greeting:
+            self._start_turn(self._speak(self._new_turn_id(), setup.greeting))
+
+    def send_audio(self, pcm: np.ndarray) -> None:
+        if self._closed:
+            return
+        utterance = self._detector.feed(pcm)
+        speaking = self._detector.speaking
+        if speaking and not self._was_speaking:
+            self._emit(SpeechStarted())
+        self._was_speaking = speaking
+        if utterance is not None:
+            self._was_speaking = False
+            ended = time.monotonic() - self.silence_ms / 1000
+            self._start_turn(self._answer(utterance, ended))
+
+    def send_dtmf(self, digit: str) -> None:
+        log.debug("key %s during the agent: the local brain has no use for it", digit)
+
+    def send_text(self, text: str) -> None:
+        self._start_turn(self._answer_text(text))
+
+    def send_tool_result(self, call_id: str, result: str) -> None:
+        future = self._tool_results.pop(call_id, None)
+        if future is not None and not future.done():
+            future.set_result(result)
+
+    def interrupted(self, turn_id: str, heard_text: str) -> None:
+        # The caller talked over us: drop the rest of what we were saying.
+        if self._turn is not None and not self._turn.done():
+            self._turn.cancel()
+
+    async def events(self) -> AsyncIterator[AgentEvent]:
+        while True:
+            event = await self._events.get()
+            if event is None:
+                return
+            yield event
+
+    async def close(self) -> None:
+        self._closed = True
+        if self._turn is not None:
+            self._turn.cancel()
+        self._events.put_nowait(None)
+
+    # -- turns -------------------------------------------------------------------------------------
+
+    def _new_turn_id(self) -> str:
+        return f"t{next(self._turn_ids)}"
+
+    def _emit(self, event: AgentEvent) -> None:
+        self._events.put_nowait(event)
+
+    def _start_turn(self, coro) -> None:
+        # A new utterance supersedes anything still being prepared or said.
+        if self._turn is not None and not self._turn.done():
+            self._turn.cancel()
+        self._turn = asyncio.get_running_loop().create_task(self._guard(coro))
+
+    async def _guard(self, coro) -> None:
+        try:
+            await coro
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - one bad turn must not end the conversation
+            log.exception("agent turn failed")
+            self._emit(BackendError(str(exc)))
+
+    async def _answer(self, utterance: np.ndarray, speech_ended_at: float) -> None:
+        turn_id = self._new_turn_id()
+        started = time.monotonic()
+        text = await self.transcriber.transcribe_async(utterance, self.input_rate, language=self.language)
+        transcribed = time.monotonic()
+        if not text.strip():
+            return  # a cough or a door: nothing to answer
+        self._emit(UserTranscript(text, True, turn_id))
+        await self._reply(turn_id, text, speech_ended_at, started, transcribed)
+
+    async def _answer_text(self, text: str) -> None:
+        turn_id = self._new_turn_id()
+        now = time.monotonic()
+        self._emit(UserTranscript(text, True, turn_id))
+        await self._reply(turn_id, text, now, now, now)
+
+    async def _reply(self, turn_id: str, text: str, speech_ended_at: float, started: float,
+                     transcribed: float) -> None:
+        reply, action = await self._think(turn_id, text)
+        thought = time.monotonic()
+        timing = {"turn_id": turn_id, "vad_ms": float(self.silence_ms),
+                  "stt_ms": (transcribed - started) * 1000, "brain_ms": (thought - transcribed) * 1000,
+                  "speech_ended_at": speech_ended_at}
+        await self._speak(turn_id, reply, timing=timing, started=thought)
+        if action is not None:
+            self._emit(ToolCall(f"{turn_id}-action", ACTION_TOOLS[action], "{}"))
+
+    async def _think(self, turn_id: str, text: str) -> tuple[str, str | None]:
+        pending, self._pending = self._pending, None
+        match = None
+        if pending is not None:
+            slots, missing = self.brain.extract_slots(pending.intent, text)
+            if slots:
+                match = Match(pending.intent, pending.score, {**pending.slots, **slots}, missing)
+        if match is None:
+            match = await asyncio.to_thread(self.brain.match, text)
+        if match.is_fallback:
+            return self.brain.reply(match), None
+        if match.missing:
+            self._pending = match
+            return self.brain.reply(match), None
+        intent = self.brain.intent(match.intent)
+        if intent.tool is None:
+            return self.brain.reply(match), intent.action
+        result = await self._run_tool(f"{turn_id}-{intent.tool}", intent.tool, match.slots)
+        if "error" in result:
+            return self.brain.reply(match, failed=True), None
+        if result.get("found") is False:
+            self._pending = Match(match.intent, match.score, {}, [s.name for s in intent.slots if s.required])
+            return NOT_FOUND, None
+        return self.brain.reply(match, result), intent.action
+
+    async def _run_tool(self, call_id: str, name: str, arguments: dict[str, str]) -> dict[str, Any]:
+        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._tool_results[call_id] = future
+        self._emit(ToolCall(call_id, name, json.dumps(arguments)))
+        try:
+            text = await asyncio.wait_for(future, TOOL_RESULT_TIMEOUT_S)
+            value = json.loads(text)
+        except (TimeoutError, ValueError) as exc:
+            return {"error": f"no usable result: {exc}"}
+        return value if isinstance(value, dict) else {"value": value}
+
+    async def _speak(self, turn_id: str, text: str, *, timing: dict | None = None,
+                     started: float | None = None) -> None:
+        self._emit(AgentTranscript(text, turn_id))  # the whole plan; the session cuts it to what was heard
+        chunks = synthesize_stream(self.synthesizer, text)
+        first = True
+        while True:
+            # Each sentence is synthesised in a worker thread while the last one plays.
+            pcm = await asyncio.to_thread(next, chunks, None)
+            if pcm is None:
+                break
+            if first and timing is not None and started is not None:
+                self._emit(TurnTiming(tts_first_ms=(time.monotonic() - started) * 1000, **timing))
+            first = False
+            self._emit(AgentAudio(pcm, turn_id))
+        self._emit(TurnEnded(turn_id))

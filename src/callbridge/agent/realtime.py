@@ -1,0 +1,123 @@
+"""The provider-agnostic speech-to-speech interface every agent back end implements.
+
+The offline ``local`` engine, Nova Sonic and OpenAI Realtime all look the same
+to an agent session: audio, keys and text go in; a stream of typed events
+comes out. The session owns turn-taking, barge-in and tools; a back end only
+listens, thinks and speaks.
+
+Audio in both directions is 16-bit mono PCM at the rate the back end states
+(``input_rate`` / ``output_rate``); the session resamples to the call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+import numpy as np
+
+
+# -- what a back end emits ----------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class AgentAudio:
+    """A chunk of the agent's voice; ``turn_id`` ties it to its transcript."""
+
+    pcm: np.ndarray
+    turn_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class UserTranscript:
+    text: str
+    final: bool  # partial results may be revised until a final one arrives
+    turn_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class AgentTranscript:
+    text: str
+    turn_id: str
+    final: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """The back end wants a tool run; the session answers with ``send_tool_result``."""
+
+    call_id: str
+    name: str
+    arguments: str  # JSON text, exactly as the model produced it
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechStarted:
+    """The caller started talking: the session stops agent audio at once (barge-in)."""
+
+
+@dataclass(frozen=True, slots=True)
+class TurnEnded:
+    turn_id: str
+    reason: Literal["completed", "interrupted", "tool_call", "error"] = "completed"
+
+
+@dataclass(frozen=True, slots=True)
+class BackendError:
+    """Something failed; ``recoverable`` False means the session must fall back."""
+
+    message: str
+    recoverable: bool = True
+    code: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TurnTiming:
+    """Where a turn's latency went, in ms: endpointing, recognition, thinking, first synthesized audio.
+    ``vad_ms`` is the silence the endpointer waited for before it called the utterance over."""
+
+    turn_id: str
+    vad_ms: float
+    stt_ms: float
+    brain_ms: float
+    tts_first_ms: float
+    speech_ended_at: float  # time.monotonic() when the caller stopped talking
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    input_tokens: int = 0
+    output_tokens: int = 0
+    audio_seconds_in: float = 0.0
+    audio_seconds_out: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+AgentEvent = (AgentAudio | UserTranscript | AgentTranscript | ToolCall | SpeechStarted | TurnEnded
+              | TurnTiming | BackendError | Usage)
+
+
+# -- what a session gives a back end --------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class SessionSetup:
+    instructions: str  # the agent's instructions with the handoff briefing rendered in
+    language: str
+    voice: str | None
+    tools: list[dict[str, Any]]  # chat-completions "tools" schemas
+    history: list[dict[str, str]] = field(default_factory=list)  # prior turns, for a renewed session
+    greeting: str | None = None  # said first, before the caller speaks
+
+
+class RealtimeBackend(Protocol):
+    input_rate: int
+    output_rate: int
+
+    async def start(self, setup: SessionSetup) -> None: ...
+    def send_audio(self, pcm: np.ndarray) -> None: ...  # caller audio, never blocks
+    def send_dtmf(self, digit: str) -> None: ...
+    def send_text(self, text: str) -> None: ...
+    def send_tool_result(self, call_id: str, result: str) -> None: ...
+    def interrupted(self, turn_id: str, heard_text: str) -> None: ...  # what the caller really heard
+    def events(self) -> AsyncIterator[AgentEvent]: ...
+    async def close(self) -> None: ...

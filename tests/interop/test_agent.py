@@ -1,0 +1,97 @@
+"""The offline voice agent behind the demo line, called by callbridge's own simulator.
+
+Each test dials the real server, presses through the IVR with RFC 4733 keys,
+speaks synthesised sentences and transcribes what it hears with whisper.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.interop
+
+TO_THE_AGENT = """\
+target: sip:demo@127.0.0.1:5060
+from: "+15551230000"
+timeout: 120
+steps:
+  - wait_for_prompt: {timeout: 20}
+  - press: "1"
+  - wait_for_prompt: {timeout: 40}
+  - press: "1"
+  - wait_for_prompt: {timeout: 40}
+  - expect_heard: "calling about an order"
+"""
+
+
+def run_script(tmp_path, line, steps: str) -> subprocess.CompletedProcess:
+    script = tmp_path / "agent.test.yaml"
+    script.write_text(TO_THE_AGENT + steps)
+    return subprocess.run([sys.executable, "-m", "callbridge.app.cli", "test-call", str(script),
+                           "--target", f"sip:demo@127.0.0.1:{line.sip_port}"],
+                          capture_output=True, text=True, timeout=200)
+
+
+def finished_call(line) -> dict:
+    return line.wait_for(lambda: (c := line.calls()) and c[0]["status"] == "hangup" and c[0], timeout=20,
+                         what="the call to end")
+
+
+@pytest.fixture
+def demo_line(server_factory):
+    return server_factory(ivr=True)
+
+
+def test_order_status_is_answered_from_the_database(demo_line, tmp_path):
+    completed = run_script(tmp_path, demo_line, """\
+  - say: "What is the status of order four five seven two?"
+  - expect_heard: {text: "shipped", timeout: 25}
+  - hangup
+""")
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    call = finished_call(demo_line)
+    roles = [(e["role"], e.get("name")) for e in call["transcript"]]
+    assert ("user", None) in roles and ("tool", "lookup_order") in roles, call["transcript"]
+    user = next(e for e in call["transcript"] if e["role"] == "user")
+    assert "4572" in user["text"].replace(" ", "") or "four" in user["text"].lower(), user
+    tool = next(e for e in call["transcript"] if e["role"] == "tool")
+    assert tool["ok"] and tool["result"]["status"] == "shipped", tool
+    answer = [e for e in call["transcript"] if e["role"] == "agent" and "shipped" in e["text"]]
+    assert answer, call["transcript"]
+    latency = answer[0]["latency_ms"]
+    assert set(latency) == {"vad", "stt", "brain", "tts_first_audio", "total"}
+    assert latency["total"] >= latency["vad"] + latency["stt"] + latency["brain"], latency
+    greeting = call["transcript"][0]
+    assert greeting["role"] == "agent" and not greeting.get("interrupted"), greeting
+
+
+def test_a_failing_tool_gets_an_apology_and_the_call_goes_on(demo_line, tmp_path):
+    # The orders database turns to garbage under the running server: the lookup raises.
+    (demo_line.workdir / "data" / "demo_orders.sqlite").write_bytes(b"this is not a database" * 100)
+    completed = run_script(tmp_path, demo_line, """\
+  - say: "What is the status of order four five seven two?"
+  - expect_heard: {text: "could not look that order up", timeout: 25}
+  - say: "I have a question about my bill."
+  - expect_heard: {text: "pay by card", timeout: 25}
+  - hangup
+""")
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    call = finished_call(demo_line)
+    tool = next(e for e in call["transcript"] if e["role"] == "tool")
+    assert not tool["ok"] and "database" in tool["error"].lower(), tool
+    assert call["end_reason"] == "caller_hangup", "the caller, not the failure, ended the call"
+
+
+def test_asking_for_a_person_transfers_to_the_operator(demo_line, tmp_path):
+    completed = run_script(tmp_path, demo_line, """\
+  - say: "I want to talk to a person."
+  - expect_transfer: {target: "sip:operator@127.0.0.1:5099", timeout: 30}
+""")
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    call = finished_call(demo_line)
+    tools = [e for e in call["transcript"] if e["role"] == "tool"]
+    assert [t["name"] for t in tools] == ["transfer_to_human"], call["transcript"]
+    assert call["end_reason"] == "transfer"
