@@ -3,8 +3,12 @@
 It speaks the :mod:`.realtime` interface like any cloud model, so the agent
 session cannot tell the difference. Everything runs on packaged weights.
 
-A turn: the endpointer closes an utterance after ``silence_ms`` of quiet; whisper
-transcribes it in a worker thread; the intents brain picks an intent and its
+A turn: the endpointer closes an utterance after a short pause
+(``early_ms``) and whisper starts on it at once, in a worker thread. The turn
+is only *confirmed* once the caller has stayed quiet for the full
+``silence_ms``; if they speak again before that, the speculative turn is
+dropped and its audio is joined to what follows. So recognition overlaps the
+end-of-turn wait instead of following it; the intents brain picks an intent and its
 slots (an intent still missing a slot asks for it, and the next utterance is
 read as the answer); an intent with a tool asks the session to run it and
 renders the reply with the result; piper speaks the reply sentence by
@@ -42,6 +46,7 @@ from .realtime import (
 log = logging.getLogger("callbridge.agent")
 
 DEFAULT_SILENCE_MS = 600  # quiet that ends the caller's turn: shorter cuts people off mid-thought
+EARLY_MS = 250  # a pause this long starts recognition speculatively
 ACTION_TOOLS = {"transfer": "transfer_to_human", "end_call": "end_call"}
 NOT_FOUND = "Sorry, I could not find that. Could you check the number and say it again?"
 TOOL_RESULT_TIMEOUT_S = 15.0  # the session enforces each tool's own timeout; this only guards a lost reply
@@ -57,7 +62,11 @@ class LocalBackend:
         self.output_rate = synthesizer.sample_rate
         self.silence_ms = silence_ms
         self.language = "en"
-        self._detector = UtteranceDetector(input_rate, silence_ms=silence_ms)
+        self.early_ms = min(EARLY_MS, silence_ms)
+        self._detector = UtteranceDetector(input_rate, silence_ms=self.early_ms)
+        self._unconfirmed: np.ndarray | None = None  # audio of a turn still inside its confirmation wait
+        self._confirm_at = 0.0
+        self._resumed = False  # the caller spoke again inside the confirmation wait
         self._events: asyncio.Queue[AgentEvent | None] = asyncio.Queue()
         self._turn_ids = itertools.count(1)
         self._turn: asyncio.Task | None = None
@@ -79,12 +88,25 @@ class LocalBackend:
         utterance = self._detector.feed(pcm)
         speaking = self._detector.speaking
         if speaking and not self._was_speaking:
-            self._emit(SpeechStarted())
+            if self._unconfirmed is not None and time.monotonic() < self._confirm_at:
+                # Only a pause: the caller goes on. Drop the speculative turn; its
+                # audio leads the next utterance. The agent had not spoken yet.
+                self._resumed = True
+                if self._turn is not None:
+                    self._turn.cancel()
+            else:
+                self._unconfirmed = None
+                self._emit(SpeechStarted())
         self._was_speaking = speaking
         if utterance is not None:
             self._was_speaking = False
-            ended = time.monotonic() - self.silence_ms / 1000
-            self._start_turn(self._answer(utterance, ended))
+            now = time.monotonic()
+            if self._resumed and self._unconfirmed is not None:
+                utterance = np.concatenate((self._unconfirmed, utterance))
+            self._resumed = False
+            self._unconfirmed = utterance
+            self._confirm_at = now + (self.silence_ms - self.early_ms) / 1000
+            self._start_turn(self._answer(utterance, now - self.early_ms / 1000))
 
     def send_dtmf(self, digit: str) -> None:
         log.debug("key %s during the agent: the local brain has no use for it", digit)
@@ -143,6 +165,10 @@ class LocalBackend:
         started = time.monotonic()
         text = await self.transcriber.transcribe_async(utterance, self.input_rate, language=self.language)
         transcribed = time.monotonic()
+        wait = self._confirm_at - transcribed
+        if wait > 0:
+            await asyncio.sleep(wait)  # still only a pause, until silence_ms has passed
+        self._unconfirmed = None
         if not text.strip():
             return  # a cough or a door: nothing to answer
         self._emit(UserTranscript(text, True, turn_id))
@@ -156,10 +182,13 @@ class LocalBackend:
 
     async def _reply(self, turn_id: str, text: str, speech_ended_at: float, started: float,
                      transcribed: float) -> None:
+        thinking = time.monotonic()
         reply, action = await self._think(turn_id, text)
         thought = time.monotonic()
-        timing = {"turn_id": turn_id, "vad_ms": float(self.silence_ms),
-                  "stt_ms": (transcribed - started) * 1000, "brain_ms": (thought - transcribed) * 1000,
+        # vad: speech end until the turn was confirmed over; stt ran inside that wait
+        # when it was quick enough, so the parts overlap rather than add up.
+        timing = {"turn_id": turn_id, "vad_ms": (thinking - speech_ended_at) * 1000,
+                  "stt_ms": (transcribed - started) * 1000, "brain_ms": (thought - thinking) * 1000,
                   "speech_ended_at": speech_ended_at}
         await self._speak(turn_id, reply, timing=timing, started=thought)
         if action is not None:

@@ -73,8 +73,9 @@ class BackendError:
 
 @dataclass(frozen=True, slots=True)
 class TurnTiming:
-    """Where a turn's latency went, in ms: endpointing, recognition, thinking, first synthesized audio.
-    ``vad_ms`` is the silence the endpointer waited for before it called the utterance over."""
+    """Where a turn's latency went, in ms. ``vad_ms`` runs from the end of the caller's speech
+    until the turn was confirmed over (recognition may overlap it); then ``brain_ms``
+    to the reply text and ``tts_first_ms`` to its first synthesised audio."""
 
     turn_id: str
     vad_ms: float

