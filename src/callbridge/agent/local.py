@@ -88,7 +88,7 @@ class LocalBackend:
         utterance = self._detector.feed(pcm)
         speaking = self._detector.speaking
         if speaking and not self._was_speaking:
-            if self._unconfirmed is not None and time.monotonic() < self._confirm_at:
+            if self._unconfirmed is not None:  # the last turn is not confirmed over yet
                 # Only a pause: the caller goes on. Drop the speculative turn; its
                 # audio leads the next utterance. The agent had not spoken yet.
                 self._resumed = True
@@ -168,6 +168,11 @@ class LocalBackend:
         wait = self._confirm_at - transcribed
         if wait > 0:
             await asyncio.sleep(wait)  # still only a pause, until silence_ms has passed
+        while self._detector.hearing:
+            # Something is being heard, too short yet to count as speech. If it
+            # becomes speech, send_audio cancels this turn (it was only a pause);
+            # if it fades, it was a noise and the turn stands.
+            await asyncio.sleep(0.02)
         self._unconfirmed = None
         if not text.strip():
             return  # a cough or a door: nothing to answer

@@ -82,6 +82,11 @@ class UtteranceDetector:
         self._silence_s = 0.0
 
     @property
+    def hearing(self) -> bool:
+        """True as soon as any speech is heard, before it is long enough to count as speaking."""
+        return self._in_utterance
+
+    @property
     def speaking(self) -> bool:
         """True while an utterance with enough speech to count is in progress."""
         return self._in_utterance and self._speech_s * 1000 >= self.min_speech_ms
