@@ -95,3 +95,21 @@ async def test_a_short_pause_mid_sentence_is_not_the_end_of_the_turn(models):
     assert len(users) == 1 and "status" in users[0].lower() and "4572" in users[0].replace(" ", ""), users
     assert sum(isinstance(e, SpeechStarted) for e in events) == 1, "the resumed sentence is not a barge-in"
     await backend.close()
+
+
+async def test_keys_answer_the_agents_question(models):
+    brain, transcriber, synth = models
+    backend = LocalBackend(brain=brain, transcriber=transcriber, synthesizer=synth, input_rate=RATE)
+    await backend.start(SessionSetup(instructions="", language="en", voice=None, tools=[]))
+    talk = asyncio.get_running_loop().create_task(
+        feed(backend, np.concatenate([silence(0.3), speech("Where is my order?"), silence(1.2)])))
+    asked = await collect(backend, lambda seen: any(isinstance(e, TurnEnded) for e in seen))
+    await talk
+    assert [e.text for e in asked if isinstance(e, AgentTranscript)] == ["Sure. What is your order number?"]
+    for key in "4572#":
+        backend.send_dtmf(key)
+    answered = await collect(backend, lambda seen: any(isinstance(e, TurnEnded) for e in seen))
+    [call] = [e for e in answered if isinstance(e, ToolCall)]
+    assert json.loads(call.arguments) == {"order_id": "4572"}
+    assert [e.text for e in answered if isinstance(e, UserTranscript)] == ["4572"]
+    await backend.close()

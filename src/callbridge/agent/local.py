@@ -47,6 +47,7 @@ log = logging.getLogger("callbridge.agent")
 
 DEFAULT_SILENCE_MS = 600  # quiet that ends the caller's turn: shorter cuts people off mid-thought
 EARLY_MS = 250  # a pause this long starts recognition speculatively
+KEY_PAUSE_S = 2.0  # keys without '#' count as entered after this pause
 ACTION_TOOLS = {"transfer": "transfer_to_human", "end_call": "end_call"}
 NOT_FOUND = "Sorry, I could not find that. Could you check the number and say it again?"
 TOOL_RESULT_TIMEOUT_S = 15.0  # the session enforces each tool's own timeout; this only guards a lost reply
@@ -65,8 +66,11 @@ class LocalBackend:
         self.early_ms = min(EARLY_MS, silence_ms)
         self._detector = UtteranceDetector(input_rate, silence_ms=self.early_ms)
         self._unconfirmed: np.ndarray | None = None  # audio of a turn still inside its confirmation wait
-        self._confirm_at = 0.0
+        self._quiet_samples = 0  # caller audio since the last utterance closed
+        self._confirm_samples = (silence_ms - self.early_ms) * input_rate // 1000
         self._resumed = False  # the caller spoke again inside the confirmation wait
+        self._keys = ""
+        self._key_timer: asyncio.TimerHandle | None = None
         self._events: asyncio.Queue[AgentEvent | None] = asyncio.Queue()
         self._turn_ids = itertools.count(1)
         self._turn: asyncio.Task | None = None
@@ -86,6 +90,7 @@ class LocalBackend:
         if self._closed:
             return
         utterance = self._detector.feed(pcm)
+        self._quiet_samples += len(pcm)
         speaking = self._detector.speaking
         if speaking and not self._was_speaking:
             if self._unconfirmed is not None:  # the last turn is not confirmed over yet
@@ -105,11 +110,25 @@ class LocalBackend:
                 utterance = np.concatenate((self._unconfirmed, utterance))
             self._resumed = False
             self._unconfirmed = utterance
-            self._confirm_at = now + (self.silence_ms - self.early_ms) / 1000
+            self._quiet_samples = 0
             self._start_turn(self._answer(utterance, now - self.early_ms / 1000))
 
     def send_dtmf(self, digit: str) -> None:
-        log.debug("key %s during the agent: the local brain has no use for it", digit)
+        # Keyed answers ("enter your order number, then pound"): collected until
+        # '#' or a pause, then handled like the same digits spoken.
+        if self._key_timer is not None:
+            self._key_timer.cancel()
+            self._key_timer = None
+        if digit == "#":
+            self._flush_keys()
+            return
+        self._keys += digit
+        self._key_timer = asyncio.get_running_loop().call_later(KEY_PAUSE_S, self._flush_keys)
+
+    def _flush_keys(self) -> None:
+        keys, self._keys, self._key_timer = self._keys, "", None
+        if keys:
+            self._start_turn(self._answer_text(keys))
 
     def send_text(self, text: str) -> None:
         self._start_turn(self._answer_text(text))
@@ -165,9 +184,10 @@ class LocalBackend:
         started = time.monotonic()
         text = await self.transcriber.transcribe_async(utterance, self.input_rate, language=self.language)
         transcribed = time.monotonic()
-        wait = self._confirm_at - transcribed
-        if wait > 0:
-            await asyncio.sleep(wait)  # still only a pause, until silence_ms has passed
+        # Still only a pause until silence_ms of the caller's audio has passed. Counted
+        # in audio, not wall time: a busy loop that falls behind must not cut the caller off.
+        while self._quiet_samples < self._confirm_samples:
+            await asyncio.sleep(0.01)
         while self._detector.hearing:
             # Something is being heard, too short yet to count as speech. If it
             # becomes speech, send_audio cancels this turn (it was only a pause);
