@@ -85,8 +85,9 @@ async def test_a_short_pause_mid_sentence_is_not_the_end_of_the_turn(models):
     brain, transcriber, synth = models
     backend = LocalBackend(brain=brain, transcriber=transcriber, synthesizer=synth, input_rate=RATE)
     await backend.start(SessionSetup(instructions="", language="en", voice=None, tools=[]))
-    # A 400 ms hesitation: longer than the 250 ms that starts recognition, shorter than the 600 ms turn end.
-    said = np.concatenate([silence(0.3), speech("What is the status of"), silence(0.4),
+    # A hesitation of about 400 ms (piper pads the clips with ~0.19 s and ~0.05 s of quiet): longer
+    # than the 250 ms that starts recognition, shorter than the 600 ms that ends a turn.
+    said = np.concatenate([silence(0.3), speech("What is the status of"), silence(0.15),
                            speech("order four five seven two?"), silence(1.5)])
     talk = asyncio.get_running_loop().create_task(feed(backend, said))
     events = await collect(backend, lambda seen: any(isinstance(e, TurnEnded) for e in seen))
