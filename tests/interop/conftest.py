@@ -18,6 +18,8 @@ import pytest
 SCENARIOS = Path(__file__).parent / "scenarios"
 # Generous: the first server on a fresh machine renders the demo's prompts with piper.
 STARTUP_TIMEOUT = 90.0
+# One assembled speech model for every test server, instead of 140 MB per data dir.
+SHARED_MODELS = Path.home() / ".cache" / "callbridge" / "test-models"
 # The built-in 440 Hz test-tone line: for tests about SIP and media rather than the IVR.
 TONE_LINE = "routing:\n  default_flow: tone\n"
 
@@ -93,7 +95,7 @@ def start_server(tmp_path: Path, config_text: str | None = None, extra_args: lis
     args += extra_args or []
     log_path = tmp_path / "server.log"
     process = subprocess.Popen(args, stdout=log_path.open("w"), stderr=subprocess.STDOUT, cwd=tmp_path,
-                               env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                               env={**os.environ, "PYTHONUNBUFFERED": "1", "CALLBRIDGE_MODEL_DIR": str(SHARED_MODELS)})
     server = RunningServer(process, sip_port, http_port, tmp_path, log_path)
     deadline = time.monotonic() + STARTUP_TIMEOUT
     while time.monotonic() < deadline:

@@ -106,3 +106,14 @@ def test_default_model_dir_follows_env(monkeypatch: pytest.MonkeyPatch, tmp_path
     monkeypatch.delenv(MODEL_DIR_ENV)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     assert whisper_model.default_model_dir() == tmp_path / "cache" / "callbridge" / "whisper-base"
+
+
+def test_assembly_reports_progress(tmp_path):
+    seen: list[tuple[int, int]] = []
+    ensure_whisper_base(tmp_path / "whisper-base", progress=lambda done, total: seen.append((done, total)))
+    assert len(seen) > 10, "a 140 MB join reports progress more than a few times"
+    assert all(b[0] > a[0] for a, b in zip(seen, seen[1:])), "progress only moves forward"
+    assert seen[-1][0] == seen[-1][1] > 100_000_000
+    seen.clear()
+    ensure_whisper_base(tmp_path / "whisper-base", progress=lambda done, total: seen.append((done, total)))
+    assert seen == [], "an assembled, stamped model is not joined again"

@@ -7,6 +7,7 @@ import ipaddress
 import logging
 import os
 import signal
+import sys
 import time
 from pathlib import Path
 from dataclasses import dataclass
@@ -32,6 +33,26 @@ from .phoneline import PhoneLineApp, hands_off, listens_for_speech, load_flows, 
 from .routing import Router
 
 log = logging.getLogger("callbridge.server")
+
+
+class ModelProgress:
+    """Shows the speech model being assembled (~140 MB, once per data dir):
+    a bar on a terminal, a log line every 10% otherwise."""
+
+    def __init__(self) -> None:
+        self._logged = -1
+        self._tty = sys.stderr.isatty()
+
+    def __call__(self, done: int, total: int) -> None:
+        percent = done * 100 // max(total, 1)
+        if self._tty:
+            filled = percent * 30 // 100
+            end = "\n" if done >= total else ""
+            print(f"\rassembling speech model [{'#' * filled}{' ' * (30 - filled)}] {percent:3d}%", end=end,
+                  file=sys.stderr, flush=True)
+        if percent // 10 > self._logged:
+            self._logged = percent // 10
+            log.info("assembling speech model", extra={"percent": percent, "mb": round(done / 1e6)})
 
 
 def default_cache_dir() -> Path:
@@ -113,8 +134,17 @@ class Server:
         if self._transcriber is None:
             from ..speech.stt import Transcriber
 
-            self._transcriber = Transcriber(beam_size=1)  # greedy: ~80 ms faster, same words on short answers
+            self._transcriber = Transcriber(self._model_dir() / "whisper-base", progress=ModelProgress(),
+                                            beam_size=1)  # greedy: ~80 ms faster, same words on short answers
         return self._transcriber
+
+    def _model_dir(self) -> Path:
+        # Assembled model files live in the data dir, next to what they serve;
+        # CALLBRIDGE_MODEL_DIR shares one copy between installs (and test servers).
+        from ..speech.whisper_model import MODEL_DIR_ENV
+
+        shared = os.environ.get(MODEL_DIR_ENV)
+        return Path(shared) if shared else self.config.server.data_dir.resolve() / "models"
 
     async def _dial(self, target: str, trunk_name: str | None):
         """An outbound leg, through a named trunk when given (numbers need one)."""

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from .audio import float32_at
-from .whisper_model import ensure_whisper_base
+from .whisper_model import Progress, ensure_whisper_base
 
 WHISPER_RATE = 16000
 # Callers answer in a few words: beam search beyond 2 costs time and gains
@@ -34,8 +34,9 @@ class Transcriber:
     """
 
     def __init__(self, model_dir: Path | None = None, *, beam_size: int = DEFAULT_BEAM_SIZE,
-                 cpu_threads: int | None = None) -> None:
+                 cpu_threads: int | None = None, progress: Progress | None = None) -> None:
         self._model_dir = model_dir
+        self._progress = progress  # hears the model being assembled on first use
         self._beam_size = beam_size
         self._cpu_threads = cpu_threads or min(MAX_CPU_THREADS, os.cpu_count() or 1)
         self._model: Any = None
@@ -54,7 +55,7 @@ class Transcriber:
         if self._model is None:
             from faster_whisper import WhisperModel
 
-            directory = self._model_dir if self._model_dir is not None else ensure_whisper_base()
+            directory = ensure_whisper_base(self._model_dir, self._progress)
             self._model = WhisperModel(
                 str(directory),
                 device="cpu",

@@ -12,6 +12,7 @@ behind our back is hashed again.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 import hashlib
 import importlib
 import json
@@ -72,17 +73,25 @@ def _replace_with(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def _join_parts(target: Path) -> None:
+Progress = Callable[[int, int], None]  # (bytes done, bytes in all)
+
+
+def _join_parts(target: Path, progress: Progress | None = None) -> None:
     """Concatenate the parts into ``target``, hashing as we go, and verify."""
     digest = hashlib.sha256()
+    parts = _part_paths()
+    total, done = sum(part.stat().st_size for part in parts), 0
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as out:
-            for part in _part_paths():
+            for part in parts:
                 with open(part, "rb") as src:
                     while block := src.read(COPY_BLOCK):
                         digest.update(block)
                         out.write(block)
+                        done += len(block)
+                        if progress is not None:
+                            progress(done, total)
         if digest.hexdigest() != MODEL_SHA256:
             raise ModelIntegrityError(
                 f"joined whisper-base model has sha256 {digest.hexdigest()}, expected {MODEL_SHA256}; "
@@ -103,8 +112,11 @@ def _verify_existing(path: Path) -> bool:
     return digest.hexdigest() == MODEL_SHA256
 
 
-def ensure_whisper_base(directory: Path | None = None) -> Path:
-    """A directory faster-whisper can load, built and verified on first call."""
+def ensure_whisper_base(directory: Path | None = None, progress: Progress | None = None) -> Path:
+    """A directory faster-whisper can load, built and verified on first call.
+
+    Building joins ~140 MB; ``progress`` hears how far it got.
+    """
     directory = Path(directory) if directory is not None else default_model_dir()
     if _stamp_matches(directory) and all((directory / name).is_file() for name in SIDE_FILES):
         return directory
@@ -114,7 +126,7 @@ def ensure_whisper_base(directory: Path | None = None) -> Path:
         _replace_with(directory / name, (part1 / name).read_bytes())
     model = directory / MODEL_FILE
     if not (model.is_file() and _verify_existing(model)):
-        _join_parts(model)
+        _join_parts(model, progress)
     _write_stamp(directory)
     return directory
 
