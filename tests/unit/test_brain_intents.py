@@ -8,7 +8,7 @@ import pytest
 
 from callbridge.agent.brain import DEMO_INTENTS, FALLBACK, IntentEngine, load_intents
 from callbridge.agent.brain.intents import example_text
-from callbridge.agent.brain.minilm import MiniLmEncoder, ModelNotFound
+from callbridge.agent.brain.minilm import MiniLmEncoder
 from callbridge.yamlsource import SourceError
 
 # ASR-style output (numerals, fillers, odd punctuation) and paraphrases that
@@ -39,11 +39,7 @@ PHRASINGS = [
 
 @pytest.fixture(scope="module")
 def engine() -> IntentEngine:
-    try:
-        encoder = MiniLmEncoder.load()
-    except ModelNotFound as exc:
-        pytest.skip(str(exc))
-    return IntentEngine(DEMO_INTENTS, encoder)
+    return IntentEngine(DEMO_INTENTS, MiniLmEncoder.load())  # a missing model fails, with its own message
 
 
 def test_demo_file_loads():

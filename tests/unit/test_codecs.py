@@ -23,10 +23,11 @@ from callbridge.media.codecs import (
 from callbridge.media.codecs.base import as_pcm
 from callbridge.media.codecs.g711 import alaw_decode, alaw_encode, ulaw_decode, ulaw_encode
 from callbridge.media.resample import StreamResampler, resample
+from tests.support.tools import must_have
 
 SOX = shutil.which("sox")
-needs_sox = pytest.mark.skipif(SOX is None, reason="sox not installed")
-needs_g722 = pytest.mark.skipif(not g722_available(), reason="g722 package not installed")
+needs_sox = must_have(SOX is not None, "sox")
+needs_g722 = must_have(g722_available(), "the g722 package")
 
 ALL_INT16 = np.arange(-32768, 32768, dtype=np.int32).astype(np.int16)
 RAW_S16 = ["-t", "raw", "-e", "signed-integer", "-b", "16", "-c", "1", "-r", "8000", "-L"]

@@ -16,8 +16,9 @@ from callbridge.speech import whisper_model
 from callbridge.speech.stt import Transcriber
 from callbridge.speech.tts import synthesizer_for
 from callbridge.speech.whisper_model import MODEL_DIR_ENV, ensure_whisper_base
+from tests.support.tools import must_have
 
-needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng not installed")
+needs_espeak = must_have(shutil.which("espeak-ng") is not None, "espeak-ng")
 
 
 @pytest.fixture(scope="module")

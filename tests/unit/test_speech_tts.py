@@ -16,8 +16,9 @@ from callbridge.speech.tts import (
     synthesize_stream,
     synthesizer_for,
 )
+from tests.support.tools import must_have
 
-needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng not installed")
+needs_espeak = must_have(shutil.which("espeak-ng") is not None, "espeak-ng")
 
 
 def test_english_is_piper_joe_and_sounds():
