@@ -68,6 +68,7 @@ class LocalBackend:
         self._unconfirmed: np.ndarray | None = None  # audio of a turn still inside its confirmation wait
         self._quiet_samples = 0  # caller audio since the last utterance closed
         self._confirm_samples = (silence_ms - self.early_ms) * input_rate // 1000
+        self._turn_over = asyncio.Event()
         self._resumed = False  # the caller spoke again inside the confirmation wait
         self._keys = ""
         self._key_timer: asyncio.TimerHandle | None = None
@@ -91,6 +92,11 @@ class LocalBackend:
             return
         utterance = self._detector.feed(pcm)
         self._quiet_samples += len(pcm)
+        if (self._unconfirmed is not None and self._quiet_samples >= self._confirm_samples
+                and not self._detector.hearing):
+            # silence_ms of the caller's audio and nothing heard since: the turn is over.
+            # Counted in audio, not wall time: a loop that falls behind must not cut anyone off.
+            self._turn_over.set()
         speaking = self._detector.speaking
         if speaking and not self._was_speaking:
             if self._unconfirmed is not None:  # the last turn is not confirmed over yet
@@ -111,6 +117,7 @@ class LocalBackend:
             self._resumed = False
             self._unconfirmed = utterance
             self._quiet_samples = 0
+            self._turn_over = asyncio.Event()  # a fresh one: a cancelled turn's wait is gone
             self._start_turn(self._answer(utterance, now - self.early_ms / 1000))
 
     def send_dtmf(self, digit: str) -> None:
@@ -184,15 +191,9 @@ class LocalBackend:
         started = time.monotonic()
         text = await self.transcriber.transcribe_async(utterance, self.input_rate, language=self.language)
         transcribed = time.monotonic()
-        # Still only a pause until silence_ms of the caller's audio has passed. Counted
-        # in audio, not wall time: a busy loop that falls behind must not cut the caller off.
-        while self._quiet_samples < self._confirm_samples:
-            await asyncio.sleep(0.01)
-        while self._detector.hearing:
-            # Something is being heard, too short yet to count as speech. If it
-            # becomes speech, send_audio cancels this turn (it was only a pause);
-            # if it fades, it was a noise and the turn stands.
-            await asyncio.sleep(0.02)
+        # Until then it may still be a pause: if the caller goes on, send_audio cancels
+        # this turn; a noise too short to be speech only delays the answer.
+        await self._turn_over.wait()
         self._unconfirmed = None
         if not text.strip():
             return  # a cough or a door: nothing to answer

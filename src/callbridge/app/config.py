@@ -204,6 +204,11 @@ class Config(_Strict):
         return self
 
     @property
+    def base_dir(self) -> Path:
+        """Where relative paths in the config (flows, intents) are resolved: the file's folder."""
+        return Path(self.source).resolve().parent if self.source else Path.cwd()
+
+    @property
     def agent_names(self) -> set[str]:
         return {a.name for a in self.agents}
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 from ..agent.holding import holding_agent
 from ..call.call import Call, CallStatus
@@ -22,8 +21,7 @@ log = logging.getLogger("callbridge.ivr")
 def load_flows(config: Config) -> dict[str, Flow]:
     """Every flow the config names, plus the built-in demo; a broken file raises SourceError."""
     settings = {"operator_uri": config.demo.operator_uri}
-    base = Path(config.source).resolve().parent if config.source else Path.cwd()
-    files = {"demo": DEMO_FLOW_PATH, **{name: path if path.is_absolute() else base / path
+    files = {"demo": DEMO_FLOW_PATH, **{name: config.base_dir / path
                                    for name, path in config.flows.items()}}
     flows = {}
     for name, path in files.items():
@@ -43,11 +41,8 @@ def listens_for_speech(flow: Flow) -> bool:
 
 
 def static_prompts(flows: dict[str, Flow]) -> list[PromptSpec]:
-    seen: dict[PromptSpec, None] = {}
-    for flow in flows.values():
-        for prompt in flow.static_prompts():
-            seen[PromptSpec(prompt.text, prompt.language, prompt.voice)] = None
-    return list(seen)
+    # dict, not set: keep the flows' order so start-up progress reads naturally
+    return list(dict.fromkeys(prompt for flow in flows.values() for prompt in flow.static_prompts()))
 
 
 class PhoneLineApp:

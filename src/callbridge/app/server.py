@@ -108,10 +108,9 @@ class Server:
         self.prompts = PromptCache(config.prompts.cache_dir or default_cache_dir() / "prompts")
         self._transcriber = None
         server.data_dir.mkdir(parents=True, exist_ok=True)
-        config_dir = Path(config.source).resolve().parent if config.source else Path.cwd()
         self.agents = AgentDesk(
             {a.name: AgentDefinition(name=a.name, instructions=a.instructions, greeting=a.greeting, provider=a.provider,
-                                     intents=config_dir / a.intents if a.intents else DEMO_INTENTS, silence_ms=a.silence_ms)
+                                     intents=config.base_dir / a.intents if a.intents else DEMO_INTENTS, silence_ms=a.silence_ms)
              for a in config.agents},
             transcriber=self._get_transcriber, operator_uri=config.demo.operator_uri,
             orders_db=OrdersDb(server.data_dir.resolve() / "demo_orders.sqlite"))

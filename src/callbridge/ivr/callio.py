@@ -18,6 +18,7 @@ import numpy as np
 
 from ..call.call import Call, CallStatus
 from ..call.manager import CallManager
+from ..call.trunks import normalise_number
 from ..media.bridge import AudioBridge
 from ..media.dtmf import DtmfEvent
 from ..media.sources import PcmSource, Source, wav_source
@@ -216,8 +217,7 @@ class CallFlowIO:
         source = getattr(self.call.leg.session, "source", None)
         host = getattr(source, "host", None) or "localhost"
         port = getattr(source, "port", None)
-        number = "".join(c for c in target if c.isdigit() or c == "+")
-        return f"sip:{number}@{host}" + (f":{port}" if port else "")
+        return f"sip:{normalise_number(target)}@{host}" + (f":{port}" if port else "")
 
     async def _bridge(self, target: str, trunk: str | None) -> bool:
         if self.dial is None:

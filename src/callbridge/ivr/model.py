@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..speech.prompts import PromptSpec  # what the prompt cache renders, listed by static_prompts()
 from ..yamlsource import Position
 from .nodes import GatherNode, MenuNode, Node, SayNode, Text
 from .template import has_placeholders
@@ -16,15 +17,6 @@ class FlowWarning:
 
     def __str__(self) -> str:
         return f"{self.position}: warning: {self.reason}"
-
-
-@dataclass(frozen=True)
-class PromptSpec:
-    """A prompt the server can synthesise once at start-up."""
-
-    text: str
-    language: str
-    voice: str | None
 
 
 @dataclass
