@@ -35,6 +35,7 @@ from .realtime import (
     AgentEvent,
     AgentTranscript,
     BackendError,
+    HistoryLimits,
     SessionSetup,
     SpeechStarted,
     ToolCall,
@@ -61,6 +62,8 @@ class LocalBackend:
         self.synthesizer = synthesizer
         self.input_rate = input_rate
         self.output_rate = synthesizer.sample_rate
+        self.max_session_s: float | None = None  # set to show renewal on a local demo
+        self.history_limits = HistoryLimits()
         self.silence_ms = silence_ms
         self.language = "en"
         self.early_ms = min(EARLY_MS, silence_ms)
@@ -145,7 +148,7 @@ class LocalBackend:
         if future is not None and not future.done():
             future.set_result(result)
 
-    def interrupted(self, turn_id: str, heard_text: str) -> None:
+    def interrupted(self, turn_id: str, heard_text: str, heard_ms: int = 0) -> None:
         # The caller talked over us: drop the rest of what we were saying.
         if self._turn is not None and not self._turn.done():
             self._turn.cancel()

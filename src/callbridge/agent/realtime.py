@@ -64,11 +64,23 @@ class TurnEnded:
 
 @dataclass(frozen=True, slots=True)
 class BackendError:
-    """Something failed; ``recoverable`` False means the session must fall back."""
+    """Something failed; ``recoverable`` False means the session must fall back.
+
+    ``code`` is one of the ``ERROR_*`` names below, so the session can tell an
+    expired session (renew now) from throttling (back off) from bad credentials
+    (give up at once)."""
 
     message: str
     recoverable: bool = True
     code: str | None = None
+
+
+ERROR_SESSION_EXPIRED = "session_expired"  # the provider's session-length limit (Nova: modelTimeoutException)
+ERROR_THROTTLED = "throttled"
+ERROR_UNAVAILABLE = "unavailable"  # connection refused or reset, 5xx, serviceUnavailable
+ERROR_AUTH = "auth"  # bad credentials or signature: retrying cannot help
+ERROR_INVALID = "invalid_request"  # the provider rejected what we sent
+ERROR_INTERNAL = "internal"  # the model failed mid-stream; a fresh session usually works
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,25 +112,51 @@ AgentEvent = (AgentAudio | UserTranscript | AgentTranscript | ToolCall | SpeechS
 
 # -- what a session gives a back end --------------------------------------------------------
 
+class ProviderError(Exception):
+    """Raised by ``start()`` when a session cannot be opened; ``code`` as in :class:`BackendError`."""
+
+    def __init__(self, message: str, *, code: str = ERROR_UNAVAILABLE, recoverable: bool = True) -> None:
+        super().__init__(message)
+        self.code = code
+        self.recoverable = recoverable
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryLimits:
+    """What a provider accepts as priming history (Nova: 40 KB in all, 1 KB a message)."""
+
+    total_bytes: int = 40_000
+    message_bytes: int = 1024
+
+
 @dataclass(frozen=True, slots=True)
 class SessionSetup:
     instructions: str  # the agent's instructions with the handoff briefing rendered in
     language: str
     voice: str | None
     tools: list[dict[str, Any]]  # chat-completions "tools" schemas
-    history: list[dict[str, str]] = field(default_factory=list)  # prior turns, for a renewed session
-    greeting: str | None = None  # said first, before the caller speaks
+    # prior turns for a renewed session, already fitted to the provider's HistoryLimits:
+    # [{"role": "user"|"assistant", "text": ...}], starting with a user turn
+    history: list[dict[str, str]] = field(default_factory=list)
+    greeting: str | None = None  # said first, before the caller speaks; None on a renewed session
 
 
 class RealtimeBackend(Protocol):
+    """One provider session. ``start`` opens and primes it (system prompt, then history) and
+    returns once it accepts audio, or raises :class:`ProviderError`. ``events`` ends when the
+    session is over; a failure mid-session arrives as a :class:`BackendError` event first."""
+
     input_rate: int
     output_rate: int
+    max_session_s: float | None  # the provider's hard session length (Nova: 480); None = unlimited
+    history_limits: HistoryLimits
 
     async def start(self, setup: SessionSetup) -> None: ...
     def send_audio(self, pcm: np.ndarray) -> None: ...  # caller audio, never blocks
     def send_dtmf(self, digit: str) -> None: ...
     def send_text(self, text: str) -> None: ...
     def send_tool_result(self, call_id: str, result: str) -> None: ...
-    def interrupted(self, turn_id: str, heard_text: str) -> None: ...  # what the caller really heard
+    # what the caller really heard of a turn cut short: its text, and how much audio played
+    def interrupted(self, turn_id: str, heard_text: str, heard_ms: int) -> None: ...
     def events(self) -> AsyncIterator[AgentEvent]: ...
     async def close(self) -> None: ...

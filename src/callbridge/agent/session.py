@@ -155,7 +155,7 @@ class AgentSession:
             heard = " ".join(words[:round(len(words) * min(played / written, 1.0))])
             entry.update(planned=entry["text"], text=heard, interrupted=True,
                          heard_s=round(played / self._stream.sample_rate, 2))
-        self.backend.interrupted(turn, heard)
+        self.backend.interrupted(turn, heard, round(played * 1000 / self._stream.sample_rate))
 
     async def _run_tool(self, call: ToolCall) -> None:
         # Noted before it runs: a transfer or hang-up that works ends the call, and this task with it.
