@@ -9,12 +9,14 @@ import numpy as np
 import pytest
 
 from callbridge.agent.brain.intents import IntentEngine
-from callbridge.agent.desk import DEMO_INTENTS
+from callbridge.agent.desk import DEMO_INTENTS, DEMO_INTENTS_BY_LANGUAGE
+from callbridge.agent.llm import ChatBrain, ChatConfig
 from callbridge.agent.local import LocalBackend
-from callbridge.agent.realtime import (AgentAudio, AgentTranscript, SessionSetup, SpeechStarted, ToolCall, TurnEnded,
+from callbridge.agent.realtime import (ERROR_SESSION_EXPIRED, AgentAudio, BackendError, AgentTranscript, SessionSetup, SpeechStarted, ToolCall, TurnEnded,
                                        TurnTiming, UserTranscript)
 from callbridge.media.resample import resample
 from callbridge.speech import Transcriber, synthesizer_for
+from tests.support.fake_openai import FakeOpenAI
 
 RATE = 16000
 FRAME = RATE // 50
@@ -114,3 +116,89 @@ async def test_keys_answer_the_agents_question(models):
     assert json.loads(call.arguments) == {"order_id": "4572"}
     assert [e.text for e in answered if isinstance(e, UserTranscript)] == ["4572"]
     await backend.close()
+
+
+# -- the optional chat-model brain, over real HTTP + SSE -------------------------------------------
+
+
+ORDER_TOOL = {"type": "function", "function": {
+    "name": "lookup_order", "description": "Look up an order.",
+    "parameters": {"type": "object", "properties": {"order_id": {"type": "string"}}, "required": ["order_id"]}}}
+
+
+async def test_a_chat_model_answers_with_a_tool_and_speaks_sentence_by_sentence(models):
+    _, transcriber, synth = models
+    async with FakeOpenAI() as llm:
+        llm.reply_tool_call("lookup_order", {"order_id": "4572"})
+        llm.reply_text("Order 4572 has shipped.", 0.3, " It arrives on Thursday.")
+        chat = ChatBrain(ChatConfig(base_url=llm.base_url, model=llm.model, api_key=llm.api_key))
+        backend = LocalBackend(brain=None, chat=chat, transcriber=transcriber, synthesizer=synth, input_rate=RATE)
+        await backend.start(SessionSetup(instructions="You are the order desk.", language="en", voice=None,
+                                         tools=[ORDER_TOOL], history=[{"role": "user", "text": "My name is Ana."},
+                                                                      {"role": "assistant", "text": "Hi Ana."}]))
+        backend.send_text("Where is order 4572?")
+        events = await collect(backend, lambda seen: any(isinstance(e, TurnEnded) for e in seen))
+        await backend.close()
+    [call] = [e for e in events if isinstance(e, ToolCall)]
+    assert json.loads(call.arguments) == {"order_id": "4572"}
+    said = [e.text for e in events if isinstance(e, AgentTranscript)]
+    assert said == ["Order 4572 has shipped.", "It arrives on Thursday."]
+    kinds = [type(e).__name__ for e in events]
+    # the first sentence is already audio before the second one is text: streamed, not batched
+    assert kinds.index("AgentAudio") < [i for i, k in enumerate(kinds) if k == "AgentTranscript"][1]
+    first, second = llm.requests[0].json, llm.requests[1].json
+    assert [m["role"] for m in first["messages"]] == ["system", "user", "assistant", "user"]
+    assert first["messages"][1]["content"] == "My name is Ana."  # the primed history reached the model
+    assert first["tools"][0]["function"]["name"] == "lookup_order"
+    tool_message = second["messages"][-1]
+    assert tool_message["role"] == "tool" and "shipped" in tool_message["content"]
+
+
+async def test_a_failing_chat_model_gets_an_apology_not_silence(models):
+    _, transcriber, synth = models
+    async with FakeOpenAI() as llm:
+        llm.reply_error(500)
+        chat = ChatBrain(ChatConfig(base_url=llm.base_url, model=llm.model, api_key=llm.api_key))
+        backend = LocalBackend(brain=None, chat=chat, transcriber=transcriber, synthesizer=synth, input_rate=RATE)
+        await backend.start(SessionSetup(instructions="", language="en", voice=None, tools=[]))
+        backend.send_text("Hello?")
+        events = await collect(backend, lambda seen: any(isinstance(e, TurnEnded) for e in seen))
+        await backend.close()
+    assert any(isinstance(e, BackendError) and "chat model" in e.message for e in events)
+    said = [e.text for e in events if isinstance(e, AgentTranscript)]
+    assert said and said[0].startswith("Sorry")
+    assert any(isinstance(e, AgentAudio) for e in events)
+
+
+async def test_spanish_callers_get_the_spanish_intents_and_voice():
+    brain = IntentEngine(DEMO_INTENTS_BY_LANGUAGE["es"])
+    synth = synthesizer_for("es")
+    backend = LocalBackend(brain=brain, transcriber=None, synthesizer=synth, input_rate=RATE)
+    await backend.start(SessionSetup(instructions="", language="es", voice=None, tools=[]))
+    backend.send_text("¿Cuál es el estado del pedido cuatro cinco siete dos?")
+    events = []
+
+    async def run():
+        async for event in backend.events():
+            events.append(event)
+            if isinstance(event, ToolCall):
+                assert json.loads(event.arguments) == {"order_id": "4572"}
+                backend.send_tool_result(event.call_id, json.dumps(
+                    {"found": True, "order_id": "4572", "status": "enviado", "detail": "Llega el jueves."}))
+            if isinstance(event, TurnEnded):
+                return
+
+    await asyncio.wait_for(run(), 20)
+    await backend.close()
+    [said] = [e.text for e in events if isinstance(e, AgentTranscript)]
+    assert said == "El pedido 4572: enviado. Llega el jueves."
+    assert backend.output_rate == synth.sample_rate and any(isinstance(e, AgentAudio) for e in events)
+
+
+async def test_a_local_session_limit_expires_like_a_cloud_one(models):
+    brain, transcriber, synth = models
+    backend = LocalBackend(brain=brain, transcriber=transcriber, synthesizer=synth, input_rate=RATE,
+                           max_session_s=0.2)
+    await backend.start(SessionSetup(instructions="", language="en", voice=None, tools=[]))
+    events = [event async for event in backend.events()]  # ends by itself at the limit
+    assert [type(e) for e in events] == [BackendError] and events[0].code == ERROR_SESSION_EXPIRED

@@ -71,6 +71,13 @@ class OrdersDb:
         return dict(row) if row is not None else None
 
 
+SPANISH = {"es": {
+    "shipped": "enviado", "processing": "en preparación", "delivered": "entregado",
+    "It is arriving on Thursday.": "Llega el jueves.", "It ships tomorrow.": "Se envía mañana.",
+    "It was delivered on Monday.": "Se entregó el lunes.",
+}}
+
+
 @contextmanager
 def _transaction(path: str | PathLike[str]) -> Iterator[sqlite3.Connection]:
     """A connection that commits (or rolls back on error) and is always closed."""
@@ -103,4 +110,7 @@ async def lookup_order(ctx: ToolContext, order_id: str) -> dict:
     row = await asyncio.to_thread(db.lookup, digits)
     if row is None:
         return {"found": False, "order_id": digits}
-    return {"found": True, "order_id": digits, "status": row["status"], "detail": row["detail"]}
+    status, detail = row["status"], row["detail"]
+    if ctx.language in SPANISH:  # the demo's rows, as a Spanish-speaking caller hears them
+        status, detail = SPANISH[ctx.language].get(status, status), SPANISH[ctx.language].get(detail, detail)
+    return {"found": True, "order_id": digits, "status": status, "detail": detail}

@@ -1,15 +1,17 @@
-"""Where an IVR handoff lands: the named agent's session, on the offline engine.
+"""Where a handoff (or a dispatch) lands: the named agent's session, on its provider.
 
 Anything that stops the agent from starting (a missing model, a broken
-intents file) sends the caller to the holding agent instead: a handoff never
-ends in a dropped call.
+intents file) sends the caller to the holding agent instead, and a provider
+that stays down ends in an apology and a transfer: a handoff never ends in a
+dropped call.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,20 +21,30 @@ from .brain.intents import IntentEngine
 from .call_tools import call_control_tools
 from .demo_orders import ORDERS_DB_KEY, OrdersDb, lookup_order
 from .holding import holding_agent
+from .llm import ChatBrain, ChatConfig
 from .local import DEFAULT_SILENCE_MS, LocalBackend
-from .realtime import SessionSetup
-from .session import AgentSession
+from .realtime import RealtimeBackend, SessionSetup
+from .session import AgentSession, SessionFailed, SessionPolicy
 from .tools import ToolContext, ToolRegistry
 
 log = logging.getLogger("callbridge.agent")
 
-DEMO_INTENTS = Path(__file__).resolve().parent / "brain" / "demo_intents.yaml"
-OPENING = "Hi, this is the callbridge assistant."
+BRAIN_DIR = Path(__file__).resolve().parent / "brain"
+DEMO_INTENTS = BRAIN_DIR / "demo_intents.yaml"
+DEMO_INTENTS_BY_LANGUAGE = {"en": DEMO_INTENTS, "es": BRAIN_DIR / "demo_intents_es.yaml"}
+PROVIDERS = ("local", "holding", "nova_sonic", "openai_realtime")
+
+OPENING = {"en": "Hi, this is the callbridge assistant.", "es": "Hola, le atiende el asistente de callbridge."}
 REASON_LINES = {
-    "order_status": "I see you're calling about an order. Which order can I check for you?",
-    "billing": "I see you have a billing question. How can I help?",
+    "en": {"order_status": "I see you're calling about an order. Which order can I check for you?",
+           "billing": "I see you have a billing question. How can I help?"},
+    "es": {"order_status": "Veo que llama por un pedido. ¿Qué pedido quiere que consulte?",
+           "billing": "Veo que tiene una pregunta de facturación. ¿En qué le ayudo?"},
 }
-DEFAULT_LINE = "How can I help you today?"
+DEFAULT_LINE = {"en": "How can I help you today?", "es": "¿En qué puedo ayudarle hoy?"}
+APOLOGY = {"en": SessionPolicy.apology_text,
+           "es": "Lo siento, tengo un problema en este momento. Le comunico con una persona."}
+FILLER = {"en": SessionPolicy.filler_text, "es": "Un momento, por favor."}
 
 
 @dataclass(frozen=True)
@@ -40,15 +52,22 @@ class AgentDefinition:
     name: str
     instructions: str = "You are a helpful phone assistant."
     greeting: str | None = None  # default: an opening that uses the handoff reason
-    provider: str = "local"  # local | holding
-    intents: Path = DEMO_INTENTS
+    provider: str = "local"  # one of PROVIDERS
+    intents: Path | None = None  # local engine; None: the demo intents in the caller's language
+    llm: dict[str, Any] | None = None  # local engine with an OpenAI-compatible chat model: base_url, model, api_key
     silence_ms: int = DEFAULT_SILENCE_MS
+    language: str | None = None  # None: the language the IVR settled on
+    max_session_s: float | None = None  # local engine: a session limit, to show renewal offline
+    options: dict[str, Any] = field(default_factory=dict)  # the cloud provider's own settings
+    fallback: str = "transfer"  # when the provider stays down: transfer (to the operator) or holding
+    policy: SessionPolicy = field(default_factory=SessionPolicy)
 
 
-def greeting_for(definition: AgentDefinition, context: HandoffContext) -> str:
+def greeting_for(definition: AgentDefinition, context: HandoffContext, language: str) -> str:
     if definition.greeting:
         return definition.greeting
-    return f"{OPENING} {REASON_LINES.get(context.reason or '', DEFAULT_LINE)}"
+    lines = REASON_LINES.get(language, REASON_LINES["en"])
+    return f"{OPENING.get(language, OPENING['en'])} {lines.get(context.reason or '', DEFAULT_LINE.get(language, DEFAULT_LINE['en']))}"
 
 
 class AgentDesk:
@@ -62,11 +81,18 @@ class AgentDesk:
 
     def preload(self) -> None:
         """Load what the local agents need (run it in a thread at start-up)."""
-        for definition in self.agents.values():
-            if definition.provider == "local":
-                self._brain(definition.intents)
-        synthesizer_for("en")
-        self.transcriber().load()
+        local = [d for d in self.agents.values() if d.provider == "local"]
+        for definition in local:
+            if definition.llm is None:
+                for path in self._intents_files(definition):
+                    self._brain(path)
+        if local:
+            synthesizer_for("en")
+            self.transcriber().load()
+
+    @staticmethod
+    def _intents_files(definition: AgentDefinition) -> list[Path]:
+        return [definition.intents] if definition.intents else list(DEMO_INTENTS_BY_LANGUAGE.values())
 
     def _brain(self, path: Path) -> IntentEngine:
         brain = self._brains.get(path)
@@ -79,21 +105,64 @@ class AgentDesk:
         if definition is None or definition.provider == "holding":
             await holding_agent(name, io, context)
             return
+        language = definition.language or context.language or "en"
         try:
-            brain = await asyncio.to_thread(self._brain, definition.intents)
-            backend = LocalBackend(brain=brain, transcriber=self.transcriber(), synthesizer=synthesizer_for("en"),
-                                   input_rate=16000, silence_ms=definition.silence_ms)
+            open_backend = await self._backend_factory(definition, language)
         except Exception as exc:  # noqa: BLE001 - the caller still gets someone: the holding agent
             log.exception("agent %s could not start; the caller goes to the holding agent", name)
             io.record("agent_fallback", agent=name, error=str(exc))
             await holding_agent(name, io, context)
             return
-        tool_context = ToolContext(call_id=io.info.call_id, caller=context.caller_number, language=context.language,
+        tool_context = ToolContext(call_id=io.info.call_id, caller=context.caller_number, language=language,
                                    extras={ORDERS_DB_KEY: self.orders_db})
-        session = AgentSession(io, backend, ToolRegistry(), tool_context, io.call.transcript)
+        policy = definition.policy
+        policy = SessionPolicy(**{**policy.__dict__, "filler_text": FILLER.get(language, policy.filler_text),
+                                  "apology_text": APOLOGY.get(language, policy.apology_text)})
+
+        async def say(text: str) -> None:
+            await io.say(text, language=language, voice=None)
+
+        session = AgentSession(io, open_backend, ToolRegistry(), tool_context, io.call.transcript,
+                               policy=policy, say=say)
         for item in [lookup_order, *call_control_tools(io, lambda: session.last_played, self.operator_uri)]:
             session.tools.register(item)
         setup = SessionSetup(instructions=f"{definition.instructions}\n\n{context.to_instructions()}",
-                             language=context.language, voice=None, tools=session.tools.schemas(),
-                             greeting=greeting_for(definition, context))
-        await session.run(setup)
+                             language=language, voice=definition.options.get("voice"),
+                             tools=session.tools.schemas(), greeting=greeting_for(definition, context, language))
+        try:
+            await session.run(setup)
+        except SessionFailed as exc:
+            io.record("agent_fallback", agent=name, error=str(exc), action=definition.fallback)
+            await self._fall_back(definition, io, context)
+
+    async def _fall_back(self, definition: AgentDefinition, io: Any, context: HandoffContext) -> None:
+        if definition.fallback == "transfer" and self.operator_uri:
+            if await io.transfer(self.operator_uri, method="refer", trunk=None):
+                return
+        await holding_agent(definition.name, io, context)
+
+    async def _backend_factory(self, definition: AgentDefinition,
+                               language: str) -> Callable[[], RealtimeBackend]:
+        if definition.provider == "local":
+            return await self._local_factory(definition, language)
+        if definition.provider == "nova_sonic":
+            from .providers.nova_sonic import nova_sonic_factory
+            return nova_sonic_factory(definition.options)
+        if definition.provider == "openai_realtime":
+            from .providers.openai_realtime import openai_realtime_factory
+            return openai_realtime_factory(definition.options)
+        raise ValueError(f"unknown agent provider {definition.provider!r}; expected one of {', '.join(PROVIDERS)}")
+
+    async def _local_factory(self, definition: AgentDefinition, language: str) -> Callable[[], RealtimeBackend]:
+        brain = None
+        if definition.llm is None:
+            path = definition.intents or DEMO_INTENTS_BY_LANGUAGE.get(language, DEMO_INTENTS)
+            brain = await asyncio.to_thread(self._brain, path)
+        synthesizer = await asyncio.to_thread(synthesizer_for, language)
+        transcriber = self.transcriber()
+
+        def open_local() -> RealtimeBackend:
+            chat = ChatBrain(ChatConfig(**definition.llm)) if definition.llm is not None else None
+            return LocalBackend(brain=brain, transcriber=transcriber, synthesizer=synthesizer, input_rate=16000,
+                                silence_ms=definition.silence_ms, chat=chat, max_session_s=definition.max_session_s)
+        return open_local

@@ -28,12 +28,14 @@ from typing import Any
 import numpy as np
 
 from ..speech.tts import Synthesizer, synthesize_stream
+from .llm import ChatBrain, ChatError, SentenceReady, run_turn
 from ..speech.utterance import UtteranceDetector
 from .brain.intents import IntentEngine, Match
 from .realtime import (
     AgentAudio,
     AgentEvent,
     AgentTranscript,
+    ERROR_SESSION_EXPIRED,
     BackendError,
     HistoryLimits,
     SessionSetup,
@@ -51,18 +53,24 @@ EARLY_MS = 250  # a pause this long starts recognition speculatively
 KEY_PAUSE_S = 2.0  # keys without '#' count as entered after this pause
 ACTION_TOOLS = {"transfer": "transfer_to_human", "end_call": "end_call"}
 NOT_FOUND = "Sorry, I could not find that. Could you check the number and say it again?"
+CHAT_APOLOGY = "Sorry, I had trouble with that. Could you say it again?"
 TOOL_RESULT_TIMEOUT_S = 15.0  # the session enforces each tool's own timeout; this only guards a lost reply
 
 
 class LocalBackend:
-    def __init__(self, *, brain: IntentEngine, transcriber: Any, synthesizer: Synthesizer, input_rate: int,
-                 silence_ms: int = DEFAULT_SILENCE_MS) -> None:
+    def __init__(self, *, brain: IntentEngine | None, transcriber: Any, synthesizer: Synthesizer, input_rate: int,
+                 silence_ms: int = DEFAULT_SILENCE_MS, chat: ChatBrain | None = None,
+                 max_session_s: float | None = None) -> None:
+        if brain is None and chat is None:
+            raise ValueError("the local engine needs a brain: an intents file or a chat model")
         self.brain = brain
+        self.chat = chat  # an OpenAI-compatible model replaces the intents brain when given
         self.transcriber = transcriber
         self.synthesizer = synthesizer
         self.input_rate = input_rate
         self.output_rate = synthesizer.sample_rate
-        self.max_session_s: float | None = None  # set to show renewal on a local demo
+        # No real limit offline; set one to watch renewal work on a local demo.
+        self.max_session_s = max_session_s
         self.history_limits = HistoryLimits()
         self.silence_ms = silence_ms
         self.language = "en"
@@ -82,12 +90,21 @@ class LocalBackend:
         self._tool_results: dict[str, asyncio.Future[str]] = {}
         self._was_speaking = False
         self._closed = False
+        self._messages: list[dict[str, Any]] = []  # the chat model's conversation
+        self._tool_schemas: list[dict[str, Any]] = []
+        self._expiry: asyncio.TimerHandle | None = None
 
     # -- RealtimeBackend ----------------------------------------------------------------------
 
     async def start(self, setup: SessionSetup) -> None:
         self.language = setup.language
+        self._tool_schemas = setup.tools
+        self._messages = [{"role": "system", "content": setup.instructions},
+                          *({"role": turn["role"], "content": turn["text"]} for turn in setup.history)]
+        if self.max_session_s:
+            self._expiry = asyncio.get_running_loop().call_later(self.max_session_s, self._expire)
         if setup.greeting:
+            self._messages.append({"role": "assistant", "content": setup.greeting})
             self._start_turn(self._speak(self._new_turn_id(), setup.greeting))
 
     def send_audio(self, pcm: np.ndarray) -> None:
@@ -160,8 +177,18 @@ class LocalBackend:
                 return
             yield event
 
+    def _expire(self) -> None:
+        # Behaves like a cloud session reaching its limit, so renewal can be shown offline.
+        self._emit(BackendError("local session limit reached", code=ERROR_SESSION_EXPIRED))
+        self._closed = True
+        self._events.put_nowait(None)
+
     async def close(self) -> None:
         self._closed = True
+        if self._expiry is not None:
+            self._expiry.cancel()
+        if self.chat is not None:
+            await self.chat.aclose()
         if self._turn is not None:
             self._turn.cancel()
         self._events.put_nowait(None)
@@ -211,6 +238,9 @@ class LocalBackend:
 
     async def _reply(self, turn_id: str, text: str, speech_ended_at: float, started: float,
                      transcribed: float) -> None:
+        if self.chat is not None:
+            await self._reply_with_chat(turn_id, text, speech_ended_at, started, transcribed)
+            return
         thinking = time.monotonic()
         reply, action = await self._think(turn_id, text)
         thought = time.monotonic()
@@ -223,7 +253,45 @@ class LocalBackend:
         if action is not None:
             self._emit(ToolCall(f"{turn_id}-action", ACTION_TOOLS[action], "{}"))
 
+    async def _reply_with_chat(self, turn_id: str, text: str, speech_ended_at: float, started: float,
+                               transcribed: float) -> None:
+        """The chat model's reply, spoken sentence by sentence while the rest still streams in."""
+        thinking = time.monotonic()
+        self._messages.append({"role": "user", "content": text})
+        sentences: asyncio.Queue[str | None] = asyncio.Queue()
+        timing = {"turn_id": turn_id, "vad_ms": (thinking - speech_ended_at) * 1000,
+                  "stt_ms": (transcribed - started) * 1000, "speech_ended_at": speech_ended_at}
+        speaker = asyncio.get_running_loop().create_task(self._speak_sentences(turn_id, sentences, timing, thinking))
+        tools = _ToolsThroughSession(self, turn_id)
+        try:
+            async for event in run_turn(self.chat, self._messages, tools):  # type: ignore[arg-type]
+                if isinstance(event, SentenceReady):
+                    sentences.put_nowait(event.text)
+                elif isinstance(event, ChatError):
+                    log.warning("chat model failed (%s): %s", event.kind, event.message)
+                    self._emit(BackendError(f"chat model: {event.message}"))
+                    sentences.put_nowait(CHAT_APOLOGY)
+            sentences.put_nowait(None)
+            await speaker
+        finally:
+            speaker.cancel()
+
+    async def _speak_sentences(self, turn_id: str, sentences: asyncio.Queue[str | None], timing: dict,
+                               thinking: float) -> None:
+        first = True
+        while (sentence := await sentences.get()) is not None:
+            self._emit(AgentTranscript(sentence, turn_id))
+            brain_done = time.monotonic()
+            for pcm in await asyncio.to_thread(lambda text=sentence: list(synthesize_stream(self.synthesizer, text))):
+                if first:
+                    self._emit(TurnTiming(brain_ms=(brain_done - thinking) * 1000,
+                                          tts_first_ms=(time.monotonic() - brain_done) * 1000, **timing))
+                    first = False
+                self._emit(AgentAudio(pcm, turn_id))
+        self._emit(TurnEnded(turn_id))
+
     async def _think(self, turn_id: str, text: str) -> tuple[str, str | None]:
+        assert self.brain is not None
         pending, self._pending = self._pending, None
         match = None
         if pending is not None:
@@ -274,3 +342,41 @@ class LocalBackend:
             first = False
             self._emit(AgentAudio(pcm, turn_id))
         self._emit(TurnEnded(turn_id))
+
+
+class _ToolResultText:
+    """A tool's result as the session reported it, in the shape ``run_turn`` reads."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        try:
+            value = json.loads(text)
+        except ValueError:
+            value = None
+        self.ok = not (isinstance(value, dict) and "error" in value)
+
+    def to_model_text(self) -> str:
+        return self.text
+
+
+class _ToolsThroughSession:
+    """Lets the chat model's tool calls run in the agent session, like any provider's."""
+
+    def __init__(self, backend: LocalBackend, turn_id: str) -> None:
+        self.backend = backend
+        self.turn_id = turn_id
+        self._calls = itertools.count(1)
+
+    def schemas(self) -> list[dict[str, Any]]:
+        return self.backend._tool_schemas
+
+    async def invoke(self, name: str, arguments: Any, context: Any) -> _ToolResultText:
+        call_id = f"{self.turn_id}-call{next(self._calls)}"
+        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self.backend._tool_results[call_id] = future
+        text = arguments if isinstance(arguments, str) else json.dumps(arguments)
+        self.backend._emit(ToolCall(call_id, name, text))
+        try:
+            return _ToolResultText(await asyncio.wait_for(future, TOOL_RESULT_TIMEOUT_S))
+        except TimeoutError:
+            return _ToolResultText(json.dumps({"error": "the tool did not answer in time"}))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -140,24 +140,115 @@ class RoutingConfig(_Strict):
     numbers: dict[str, str] = Field(default_factory=dict, description="called number / DID / SIP user -> flow")
 
 
+class TrunkRegisterConfig(_Strict):
+    """REGISTER to the carrier (RFC 3261 §10) so it sends this trunk's calls to us."""
+
+    enabled: bool = True
+    expires: int = Field(3600, ge=1, le=86400, description="requested binding lifetime in seconds")
+    username: str | None = Field(None, min_length=1, description="default: the trunk's username")
+    password: str | None = Field(None, min_length=1, description="default: the trunk's password")
+    aor: str | None = Field(None, description="address-of-record; default sip:<username>@<trunk host>")
+    contact_user: str | None = Field(None, min_length=1, description="user part of our Contact; default: username")
+
+    @field_validator("aor")
+    @classmethod
+    def _aor_is_sip_uri(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        from ..sip.errors import SipParseError
+        from ..sip.uri import SipUri, parse_uri
+
+        try:
+            uri = parse_uri(value)
+        except SipParseError as exc:
+            raise ValueError(f"{value!r} is not a SIP URI ({exc.reason})") from None
+        if not isinstance(uri, SipUri) or not uri.user:
+            raise ValueError(f"{value!r} must be a sip: or sips: URI with a user, e.g. sip:1234@carrier.example")
+        return value
+
+
 class OutboundTrunk(_Strict):
     name: str = Field(min_length=1)
     host: str = Field(min_length=1, description="the carrier's SIP address, e.g. example.pstn.twilio.com")
     port: int = Field(5060, ge=1, le=65535)
+    numbers: list[str] = Field(default_factory=list, description="caller-ID numbers this trunk may present")
+    headers: dict[str, str] = Field(default_factory=dict, description="extra headers on every INVITE, e.g. X-Account")
     transport: Literal["udp", "tcp", "tls"] = "udp"
     username: str | None = None
     password: str | None = None
     caller_id: str | None = Field(None, description="number presented on calls through this trunk")
+    # Spelled "register" in YAML; the attribute name avoids shadowing BaseModel's ABC ``register``.
+    registration: TrunkRegisterConfig | None = Field(None, alias="register")
+
+    @model_validator(mode="after")
+    def _register_has_identity(self) -> "OutboundTrunk":
+        register = self.registration
+        if register is None or not register.enabled:
+            return self
+        username = register.username or self.username
+        if username is None and register.aor is None:
+            raise ValueError("register.username: needed to register (or set the trunk's username, or register.aor)")
+        if username is not None and (register.password or self.password) is None:
+            raise ValueError("register.password: needed with a username (or set the trunk's password)")
+        return self
+
+
+class LlmConfig(_Strict):
+    base_url: str = Field(pattern=r"^https?://", description="OpenAI-compatible API root, e.g. http://127.0.0.1:8080/v1")
+    model: str = Field(min_length=1)
+    api_key: str | None = Field(None, description="sent as a bearer token; default: none")
 
 
 class AgentConfig(_Strict):
     name: str = Field(min_length=1)
     instructions: str = Field("You are a helpful phone assistant.", description="the agent's base instructions")
     greeting: str | None = Field(None, description="first words after the handoff; default uses the handoff reason")
-    provider: Literal["local", "holding"] = Field(
-        "local", description="local: the offline engine (whisper, intents, piper); holding: acknowledge and hold")
+    provider: Literal["local", "holding", "nova_sonic", "openai_realtime"] = Field(
+        "local", description="local: the offline engine (whisper, intents or a chat model, piper); holding: "
+                             "acknowledge and hold; nova_sonic: Amazon Nova Sonic; openai_realtime: OpenAI Realtime")
     intents: Path | None = Field(None, description="intents file for the local engine; default: the demo's")
+    llm: LlmConfig | None = Field(None, description="local engine: an OpenAI-compatible chat model instead of intents")
     silence_ms: int = Field(600, ge=200, le=3000, description="quiet that ends the caller's turn")
+    language: str | None = Field(None, description="the language it speaks; default: the caller's IVR choice")
+    max_session_s: float | None = Field(None, gt=0, description="local engine: renew its session this often (demo)")
+    nova_sonic: dict[str, Any] = Field(default_factory=dict, description="Nova Sonic settings (docs/NOVA_SONIC.md)")
+    openai_realtime: dict[str, Any] = Field(default_factory=dict, description="OpenAI Realtime settings")
+    fallback: Literal["transfer", "holding"] = Field(
+        "transfer", description="when the provider stays down: apologise, then transfer to the operator or hold")
+    dispatch: Literal["auto", "explicit"] = Field(
+        "auto", description="auto: IVR handoffs may reach it; explicit: only POST /api/dispatch starts it")
+
+
+class ApiConfig(_Strict):
+    token: str | None = Field(None, min_length=16, description="bearer token every /api request must carry")
+
+
+class WebhooksConfig(_Strict):
+    url: str | None = Field(None, pattern=r"^https?://", description="where call events are POSTed")
+    secret: str | None = Field(None, min_length=16, description="HMAC-SHA256 key for X-Callbridge-Signature")
+    events: list[str] = Field(default_factory=lambda: ["call.status", "call.ended"],
+                              description="which events to send: call.status, call.ended")
+
+    @field_validator("events")
+    @classmethod
+    def _known_events(cls, values: list[str]) -> list[str]:
+        unknown = [v for v in values if v not in WEBHOOK_EVENTS]
+        if unknown:
+            raise ValueError(f"unknown webhook events {unknown} (known: {', '.join(WEBHOOK_EVENTS)})")
+        return values
+
+    @model_validator(mode="after")
+    def _secret_with_url(self) -> "WebhooksConfig":
+        if self.url and not self.secret:
+            raise ValueError("secret: webhooks need a secret to sign with")
+        return self
+
+
+WEBHOOK_EVENTS = ("call.status", "call.ended")
+
+
+class DatabaseConfig(_Strict):
+    url: str | None = Field(None, description="SQLAlchemy URL (postgresql://...); default SQLite in data_dir")
 
 
 class PromptConfig(_Strict):
@@ -175,6 +266,9 @@ class Config(_Strict):
     agents: list[AgentConfig] = Field(default_factory=lambda: [AgentConfig(name="assistant")])
     prompts: PromptConfig = Field(default_factory=PromptConfig)
     demo: DemoConfig = Field(default_factory=DemoConfig)
+    api: ApiConfig = Field(default_factory=ApiConfig)
+    webhooks: WebhooksConfig = Field(default_factory=WebhooksConfig)
+    database: DatabaseConfig = Field(default_factory=DatabaseConfig)
     source: str | None = Field(None, exclude=True)
 
     @model_validator(mode="after")

@@ -1,15 +1,32 @@
-"""The HTTP API (Starlette): health, call records and call control."""
+"""The HTTP API (Starlette): health, metrics, call records, dispatch, the event stream and call control."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import asyncio
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse
+from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from ..call.call import CallStatus
+from .auth import BearerAuth
+from .dispatch import DispatchError, parse_dispatch, wait_for_answer
+from .events import SSE_KEEPALIVE, sse_frame
 from .gctuning import GC_MONITOR
+from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+
+log = logging.getLogger("callbridge.http")
+
+# Proxies drop idle connections after 30-60 s; a comment line well inside that keeps the stream open.
+SSE_KEEPALIVE_S = 15.0
+DEFAULT_PAGE = 100
+MAX_PAGE = 1000
+# wait_until_answered: how long past the ringing timeout we wait for the answer to settle.
+ANSWER_GRACE_S = 5.0
 
 if TYPE_CHECKING:
     from .server import Server
@@ -19,16 +36,32 @@ def no_such_call() -> JSONResponse:
     return JSONResponse({"error": "no such call"}, status_code=404)
 
 
-def build_http_app(server: "Server") -> Starlette:
+def build_http_app(server: "Server") -> BearerAuth:
     def find_call(request: Request):
         return server.calls.calls.get(request.path_params["call_id"])
+
+    async def find_record(call_id: str) -> dict[str, Any] | None:
+        """A live call from memory, a finished one from the store."""
+        call = server.calls.calls.get(call_id)
+        if call is not None:
+            return call.to_record()
+        if server.store is None:
+            return None
+        return await server.store.get_call(call_id)
 
     async def healthz(request: Request) -> JSONResponse:
         # 200 only once SIP listens and media is ready: load balancers rely on it.
         if not server.ready:
             return JSONResponse({"status": "starting"}, status_code=503)
         return JSONResponse({"status": "ok", "active_calls": len(server.calls.active_calls),
-                             "rtp_ports_in_use": server.ports.in_use})
+                             "calls_in_memory": len(server.calls.calls),
+                             "rtp_ports_in_use": server.ports.in_use, "call_tasks": server.calls.task_count,
+                             "asyncio_tasks": len(asyncio.all_tasks()),
+                             "event_subscribers": server.bus.subscriber_count,
+                             "journal_backlog": server.journal.backlog})
+
+    async def metrics(request: Request) -> Response:
+        return Response(server.metrics.render(), media_type=METRICS_CONTENT_TYPE)
 
     async def media_stats(request: Request) -> JSONResponse:
         stats = server.pacer.stats()
@@ -43,10 +76,11 @@ def build_http_app(server: "Server") -> Starlette:
         })
 
     async def call_recording(request: Request):
-        call = find_call(request)
-        if call is None or call.recording is None:
+        record = await find_record(request.path_params["call_id"])
+        path = record.get("recording") if record else None
+        if not path or not Path(path).is_file():
             return JSONResponse({"error": "no recording for this call"}, status_code=404)
-        return FileResponse(call.recording, media_type="audio/wav")
+        return FileResponse(path, media_type="audio/wav")
 
     async def send_dtmf(request: Request) -> JSONResponse:
         call = find_call(request)
@@ -77,17 +111,76 @@ def build_http_app(server: "Server") -> Starlette:
         return handler
 
     async def list_calls(request: Request) -> JSONResponse:
-        calls = sorted(server.calls.calls.values(), key=lambda c: c.created_at, reverse=True)
+        try:
+            limit = min(int(request.query_params.get("limit", DEFAULT_PAGE)), MAX_PAGE)
+            offset = max(int(request.query_params.get("offset", 0)), 0)
+        except ValueError:
+            return JSONResponse({"error": "limit and offset must be integers", "field": "limit"}, status_code=422)
+        status = request.query_params.get("status") or None
         sip_call_id = request.query_params.get("sip_call_id")
+        live = sorted(server.calls.calls.values(), key=lambda c: c.created_at, reverse=True)
         if sip_call_id:
-            calls = [c for c in calls if c.sip_call_id == sip_call_id]
-        return JSONResponse({"calls": [c.to_record() for c in calls]})
+            live = [c for c in live if c.sip_call_id == sip_call_id]
+        if status:
+            live = [c for c in live if c.status.value == status]
+        records = [c.to_record() for c in live]
+        if server.store is not None:
+            seen = {r["id"] for r in records}
+            if sip_call_id:
+                found = await server.store.find_by_sip_call_id(sip_call_id)
+                stored = found if isinstance(found, list) else [found] if found else []
+            else:
+                rows = await server.store.list_calls(limit=min(limit + offset, MAX_PAGE), offset=0, status=status)
+                # The list has columns only; the API shows whole records (events, media, transcript).
+                stored = [await server.store.get_call(row["id"]) for row in rows if row["id"] not in seen]
+            records += [r for r in stored if r is not None and r["id"] not in seen]
+            records.sort(key=lambda r: r.get("created_at") or 0, reverse=True)
+        return JSONResponse({"calls": records[offset:offset + limit]})
 
     async def get_call(request: Request) -> JSONResponse:
-        call = find_call(request)
-        if call is None:
+        record = await find_record(request.path_params["call_id"])
+        if record is None:
             return no_such_call()
-        return JSONResponse(call.to_record())
+        return JSONResponse(record)
+
+    async def dispatch(request: Request) -> JSONResponse:
+        try:
+            job = parse_dispatch(await _json(request), server.config)
+        except DispatchError as exc:
+            log.info("dispatch rejected", extra={"field": exc.field, "reason": exc.reason})
+            return JSONResponse(exc.to_json(), status_code=422)
+        try:
+            call = await server.dispatcher.place(job)
+        except OSError as exc:  # no RTP port free, or the trunk's address cannot be used
+            log.warning("dispatch could not dial: %s", exc)
+            return JSONResponse({"error": f"cannot place the call: {exc}"}, status_code=503)
+        if job.wait_until_answered:
+            await wait_for_answer(call, job.ringing_timeout + ANSWER_GRACE_S)
+        return JSONResponse({"call_id": call.id, "room_name": job.room_name,
+                             "participant_identity": job.participant_identity, "status": call.status.value,
+                             "end_reason": call.end_reason}, status_code=201)
+
+    async def events(request: Request) -> StreamingResponse:
+        call_id = request.query_params.get("call_id") or None
+        subscription = server.bus.subscribe(call_id)
+
+        async def stream():
+            try:
+                yield SSE_KEEPALIVE  # headers and a first byte at once: the client knows it is subscribed
+                while True:
+                    try:
+                        event = await asyncio.wait_for(subscription.next(), SSE_KEEPALIVE_S)
+                    except TimeoutError:
+                        yield SSE_KEEPALIVE
+                        continue
+                    if event is None:
+                        return  # dropped for being too slow, or shutting down: the client reconnects
+                    yield sse_frame(event)
+            finally:
+                server.bus.unsubscribe(subscription)
+
+        return StreamingResponse(stream(), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
     async def transfer_call(request: Request) -> JSONResponse:
         call = find_call(request)
@@ -103,8 +196,9 @@ def build_http_app(server: "Server") -> Starlette:
         call = find_call(request)
         if call is None:
             return no_such_call()
-        server.calls.hangup(call)
-        return JSONResponse({"status": call.status.value})
+        if call.status is not CallStatus.HANGUP:
+            server.calls.hangup(call)
+        return JSONResponse({"status": call.status.value, "end_reason": call.end_reason})
 
     async def dial(request: Request) -> JSONResponse:
         target = await _field(request, "to")
@@ -116,8 +210,11 @@ def build_http_app(server: "Server") -> Starlette:
             return JSONResponse({"error": str(exc), "field": "to"}, status_code=422)
         return JSONResponse({"id": call.id, "sip_call_id": call.sip_call_id}, status_code=201)
 
-    return Starlette(routes=[
+    app = Starlette(routes=[
         Route("/healthz", healthz),
+        Route("/metrics", metrics),
+        Route("/api/dispatch", dispatch, methods=["POST"]),
+        Route("/api/events", events),
         Route("/api/media", media_stats),
         Route("/api/calls", list_calls, methods=["GET"]),
         Route("/api/calls", dial, methods=["POST"]),
@@ -129,6 +226,7 @@ def build_http_app(server: "Server") -> Starlette:
         Route("/api/calls/{call_id}/recording", call_recording),
         Route("/api/calls/{call_id}/dtmf", send_dtmf, methods=["POST"]),
     ])
+    return BearerAuth(app, server.config.api.token or server.api_token)
 
 
 async def _field(request: Request, name: str) -> object:

@@ -28,7 +28,17 @@ from ..speech.prompts import PromptCache
 from .gctuning import collect_periodically, tune_gc_for_media
 from .http import build_http_app
 from ..agent.demo_orders import OrdersDb
-from ..agent.desk import DEMO_INTENTS, AgentDefinition, AgentDesk
+from ..agent.desk import AgentDesk
+from .agents import agent_definitions
+from ..agent.holding import holding_agent
+from ..ivr.handoff import HandoffContext
+from ..ivr.nodes import AgentNode
+from ..sip.address import Address
+from .auth import generate_token
+from .dispatch import OutboundRunner
+from .events import EventBus
+from .journal import CallJournal
+from .metrics import CallMetrics
 from .phoneline import PhoneLineApp, hands_off, listens_for_speech, load_flows, static_prompts
 from .routing import Router
 
@@ -109,21 +119,56 @@ class Server:
         self._transcriber = None
         server.data_dir.mkdir(parents=True, exist_ok=True)
         self.agents = AgentDesk(
-            {a.name: AgentDefinition(name=a.name, instructions=a.instructions, greeting=a.greeting, provider=a.provider,
-                                     intents=config.base_dir / a.intents if a.intents else DEMO_INTENTS, silence_ms=a.silence_ms)
-             for a in config.agents},
+            agent_definitions(config),
             transcriber=self._get_transcriber, operator_uri=config.demo.operator_uri,
             orders_db=OrdersDb(server.data_dir.resolve() / "demo_orders.sqlite"))
+        # Inbound handoffs reach only "auto" agents; "explicit" ones answer POST /api/dispatch alone.
+        self.explicit_agents = {a.name for a in config.agents if a.dispatch == "explicit"}
         app = PhoneLineApp(self.flows, self.prompts, transcriber=self._get_transcriber, dialer=self._dial,
-                           start_agent=self.agents)
+                           start_agent=self._inbound_agent)
         self.calls = CallManager(self.endpoint, media_host=self.advertised_host, ports=self.ports, pacer=self.pacer,
                                  trunks=trunks, media=policy, app=app, ring_seconds=server.ring_seconds)
+        self.bus = EventBus()
+        self.metrics = CallMetrics(lambda: len(self.calls.active_calls), lambda: self.ports.in_use)
+        self.store = None  # an AsyncCallStore once started
+        self.outbox = None  # a WebhookOutbox when webhooks.url is set
+        self._outbox_task: asyncio.Task | None = None
+        self.journal = CallJournal(self.bus, self.metrics, forget=self.calls.forget,
+                                   webhook_url=config.webhooks.url, webhook_events=tuple(config.webhooks.events))
+        self.calls.observers.append(self.journal.observe)
+        self.dispatcher = OutboundRunner(self.calls, start_agent=self.agents, prompts=self.prompts,
+                                         transcriber=self._get_transcriber, dial=self._dial)
+        self.api_token = config.api.token or self._demo_token()
         router = self.router = Router(config)
         self.calls.router = lambda call: router.flow_for(call.trunk, call.called)
         self._http: uvicorn.Server | None = None
         self._http_task: asyncio.Task | None = None
         self.bound: BoundPorts | None = None
         self._gc_task: asyncio.Task | None = None
+
+    def _demo_token(self) -> str | None:
+        """An API on a public address needs a token: make one up when none is configured.
+
+        On loopback only this machine's users can reach the API, so the demo stays
+        open there (as the test servers and a laptop demo expect)."""
+        try:
+            loopback = ipaddress.ip_address(self.config.server.host).is_loopback
+        except ValueError:
+            loopback = self.config.server.host == "localhost"
+        if loopback:
+            return None
+        token = generate_token()
+        print(f"callbridge: no api.token configured; this run's API token is {token}", flush=True)
+        return token
+
+    async def _inbound_agent(self, name: str, io, context: HandoffContext) -> None:
+        if name in self.explicit_agents:
+            # Config validation cannot see flows; the handoff is where the rule holds.
+            log.warning("flow handed off to explicit-dispatch agent %s; the holding agent answers", name)
+            io.record("agent_refused", agent=name, reason="dispatch: explicit")
+            await holding_agent(name, io, context)
+            return
+        await self.agents(name, io, context)
 
     def _on_sip_event(self, event) -> None:
         self.calls.on_sip_event(event)
@@ -152,8 +197,34 @@ class Server:
             return await self.calls.dial(target)
         user = target.removeprefix("sip:").split("@", 1)[0]
         credentials = (trunk.username, trunk.password) if trunk.username and trunk.password else None
-        return await self.calls.dial(f"sip:{user}@{trunk.host}:{trunk.port}", from_user=trunk.caller_id,
-                                     credentials=credentials)
+        return await self.calls.dial(f"sip:{user}@{trunk.host}:{trunk.port}",
+                                     from_user=trunk.caller_id or (trunk.numbers[0] if trunk.numbers else None),
+                                     credentials=credentials, headers=list(trunk.headers.items()),
+                                     destination=Address(trunk.host, trunk.port, trunk.transport), trunk=trunk.name)
+
+    async def _open_store(self) -> None:
+        """Durable call records, and the webhook outbox that lives in the same database."""
+        from .store import AsyncCallStore, CallStore
+
+        data_dir = self.config.server.data_dir.resolve()
+        store = await asyncio.to_thread(CallStore.open, self.config.database.url, data_dir)
+        self.store = AsyncCallStore(store)
+        self.journal.store = self.store
+        hooks = self.config.webhooks
+        if hooks.url:
+            from .webhooks import WebhookOutbox
+
+            self.outbox = WebhookOutbox(self.store, secret=hooks.secret)
+            self.journal.webhooks = self.outbox
+            self._outbox_task = asyncio.get_running_loop().create_task(self.outbox.run(), name="webhooks")
+
+    def _warn_explicit_handoffs(self) -> None:
+        for name in self.router.reachable_flows:
+            flow = self.flows.get(name)
+            for node in flow.nodes.values() if flow else ():
+                if isinstance(node, AgentNode) and node.agent in self.explicit_agents:
+                    log.warning("flow %s hands off to agent %s, which is dispatch: explicit; callers will get "
+                                "the holding agent", name, node.agent)
 
     async def _render_prompts(self) -> None:
         specs = static_prompts({name: flow for name, flow in self.flows.items() if name in self.router.reachable_flows})
@@ -178,6 +249,9 @@ class Server:
             # A crash leaves recordings with stale header sizes: make them playable again.
             for path in scan_and_repair(self.recordings_dir):
                 log.warning("repaired recording after an unclean shutdown", extra={"path": str(path)})
+        await self._open_store()
+        self.journal.start()
+        self._warn_explicit_handoffs()
         if self.config.prompts.prerender:
             # Before SIP listens: the first caller must not wait for synthesis.
             await self._render_prompts()
@@ -224,7 +298,16 @@ class Server:
         self.ready = False
         if self._gc_task is not None:
             self._gc_task.cancel()
+        self.bus.close()  # event streams end, so the HTTP server can stop
         await self.calls.close()
+        await self.journal.close()  # every event and final record written
+        if self.outbox is not None:
+            await self.outbox.close()
+        if self._outbox_task is not None:
+            self._outbox_task.cancel()
+            await asyncio.gather(self._outbox_task, return_exceptions=True)
+        if self.store is not None:
+            await self.store.close()
         await self.pacer.close()
         if self.recording_io is not None:
             # Every recording's last chunk and final header reach the disk before we exit.

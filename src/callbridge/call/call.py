@@ -6,10 +6,32 @@ import enum
 import time
 import uuid
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 from ..media.stream import AudioStream
 from ..sip.session import InviteSession
+
+
+# Why a call ended. "caller_hangup" is the remote party hanging up in either
+# direction (on an outbound call: the callee), so one word covers "they left".
+END_REASONS = frozenset({"caller_hangup", "agent_hangup", "transfer", "busy", "no_answer", "rejected",
+                         "failed", "timeout", "error"})
+
+CallObserver = Callable[["Call", str, dict[str, Any]], None]
+
+
+class Transcript(list):
+    """The agent conversation; tells an observer about each new entry as it is appended."""
+
+    def __init__(self, *entries: Any) -> None:
+        super().__init__(*entries)
+        self.on_append: Callable[[dict[str, Any]], None] | None = None
+
+    def append(self, entry: Any) -> None:
+        super().append(entry)
+        if self.on_append is not None:
+            self.on_append(entry)
 
 
 class CallStatus(enum.Enum):
@@ -57,15 +79,20 @@ class Call:
     route: str | None = None  # the flow that answers this call
     ivr: list[dict[str, Any]] = field(default_factory=list)  # the IVR path: nodes, prompts, digits, choices
     handoff: dict[str, Any] | None = None  # the context handed to the voice agent
-    transcript: list[dict[str, Any]] = field(default_factory=list)  # agent conversation: turns, tools, latency
+    transcript: Transcript = field(default_factory=Transcript)  # agent conversation: turns, tools, latency
     app_task: Any = None  # the asyncio task running this call's application
+    dispatch: dict[str, Any] | None = None  # an API-dispatched call: agent, room, identity, metadata
+    observer: CallObserver | None = None  # told about every event (persisted, then published)
 
     @property
     def sip_call_id(self) -> str:
         return self.leg.sip_call_id
 
     def log_event(self, kind: str, **data: Any) -> None:
-        self.events.append({"at": time.time(), "type": kind, **data})
+        entry = {"at": time.time(), "type": kind, **data}
+        self.events.append(entry)
+        if self.observer is not None:
+            self.observer(self, kind, entry)
 
     def add_dtmf(self, digit: str, source: str, duration_ms: float | None = None) -> None:
         entry = {"digit": digit, "source": source, "at": time.time()}
@@ -95,6 +122,14 @@ class Call:
             "route": self.route,
             "ivr": self.ivr,
             "handoff": self.handoff,
-            "transcript": self.transcript,
+            "transcript": list(self.transcript),
+            "dispatch": self.dispatch,
+            "recording_url": f"/api/calls/{self.id}/recording" if self.recording else None,
+            "duration_s": _duration(self.created_at, self.ended_at),
+            "talk_s": _duration(self.answered_at, self.ended_at),
             "media": None if self.leg.stream is None else self.leg.stream.media_record(),
         }
+
+
+def _duration(start: float | None, end: float | None) -> float | None:
+    return round(end - start, 3) if start is not None and end is not None else None

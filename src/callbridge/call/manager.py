@@ -31,10 +31,16 @@ from ..sip.endpoint import SipEndpoint
 from ..sip.sdp import Answer, NotAcceptable, SdpError, apply_answer, build_offer, negotiate_answer, parse_sdp
 from ..sip.session import InviteSession
 from ..sip.uri import SipUri, parse_uri
-from .call import Call, CallStatus, Leg
+from .call import END_REASONS, Call, CallObserver, CallStatus, Leg
 from .trunks import TrunkTable, called_user
 
 log = logging.getLogger("callbridge.call")
+
+# Reasons other layers use, mapped onto the lifecycle's end reasons (call.END_REASONS).
+LEGACY_END_REASONS = {"flow_ended": "agent_hangup", "bridge_ended": "transfer", "local_bye": "agent_hangup",
+                      "remote_bye": "caller_hangup"}
+# The UA core's own reasons for a dialog that died without a BYE from anyone.
+DIALOG_LOST_REASONS = {"no_ack": "failed", "timeout": "failed", "session_expired": "timeout"}
 
 # RFC 3515 has no timeout for the transferee's new call; 30 s matches common PBX defaults.
 REFER_DIAL_TIMEOUT = 30.0
@@ -80,6 +86,8 @@ class CallManager:
         self._hold_music: dict[int, LoopSource] = {}  # by sample rate: read the file once, not per call
         self.calls: dict[str, Call] = {}
         self.listeners: list[Callable[[Call, str], None]] = []
+        # Told about every call event and transcript entry: the journal persists, then publishes.
+        self.observers: list[CallObserver] = []
         self._tasks: set[asyncio.Task] = set()
         self._pacer_handles: dict[int, int] = {}
         self.ua.inbound_auth = trunks.auth_policy
@@ -101,9 +109,33 @@ class CallManager:
     def _now(self) -> float:
         return self.endpoint.now()
 
+    def _register(self, call: Call) -> None:
+        call.observer = self._observe
+        call.transcript.on_append = lambda entry: self._observe(call, "transcript", entry)
+        self.calls[call.id] = call
+
+    def _observe(self, call: Call, kind: str, data: dict) -> None:
+        for observer in self.observers:
+            try:
+                observer(call, kind, data)
+            except Exception:  # noqa: BLE001 - an observer's bug must not break the call
+                log.exception("call observer failed on %s", call.id)
+
+    def forget(self, call: Call) -> None:
+        """Drop a finished call from memory (its record lives on in the store)."""
+        if call.status is CallStatus.HANGUP:
+            self.calls.pop(call.id, None)
+
+    @property
+    def task_count(self) -> int:
+        return len(self._tasks)
+
     def _set_status(self, call: Call, status: CallStatus) -> None:
         call.status = status
-        call.log_event("status", status=status.value)
+        if status is CallStatus.HANGUP:
+            call.log_event("status", status=status.value, end_reason=call.end_reason)
+        else:
+            call.log_event("status", status=status.value)
         for listener in self.listeners:
             listener(call, "status")
 
@@ -125,11 +157,19 @@ class CallManager:
         if isinstance(event, ev.CallConfirmed):
             call.log_event("ack")
         elif isinstance(event, (ev.CallEnded, ev.CallCancelled)):
-            reason = "caller_hangup" if isinstance(event, ev.CallCancelled) or event.reason == "remote_bye" else event.reason
+            # The remote party leaving is "caller_hangup" in both directions (see call.END_REASONS).
+            if isinstance(event, ev.CallCancelled) or event.reason == "remote_bye":
+                reason = "caller_hangup"
+            else:
+                reason = DIALOG_LOST_REASONS.get(event.reason, event.reason)
             self._finish(call, reason)
         elif isinstance(event, ev.CallFailed):
             self._finish(call, _failure_reason(event.status))
         elif isinstance(event, ev.CallAnswered):
+            if call.status is CallStatus.HANGUP:
+                # The 200 crossed our CANCEL (RFC 3261 §9.1): the UA ACKed it; now end the dialog.
+                self._act(lambda now: self.ua.bye(event.session, now))
+                return
             self._spawn(self._outbound_answered(call, event), f"answered-{call.id}")
         elif isinstance(event, ev.CallProgress):
             if call.status is CallStatus.DIALING:
@@ -169,7 +209,7 @@ class CallManager:
                     caller_name=caller.display_name, called=called_user(request),
                     sip_headers={n: v for n, v in request.headers if n.lower().startswith("x-")})
         session.app = call
-        self.calls[call.id] = call
+        self._register(call)
         self._set_status(call, CallStatus.RINGING)
         call.log_event("invite", source=str(session.source))
         if self.router is not None:
@@ -255,7 +295,9 @@ class CallManager:
     # -- outbound ---------------------------------------------------------------------------
 
     async def dial(self, target: str, *, from_user: str | None = None, headers: list[tuple[str, str]] | None = None,
-                   credentials: tuple[str, str] | None = None, destination: Address | None = None) -> Call:
+                   credentials: tuple[str, str] | None = None, destination: Address | None = None,
+                   trunk: str | None = None, prepare: Callable[[Call], None] | None = None) -> Call:
+        """INVITE ``target``. ``prepare`` sees the call before its first event (to attach a driver, say)."""
         uri = parse_uri(target)
         if not isinstance(uri, SipUri):
             raise ValueError(f"not a SIP URI: {target}")
@@ -265,11 +307,15 @@ class CallManager:
                             session_id=int(time.time()), session_version=self._next_sdp_version())
         session = self.ua.invite(uri, self._now(), sdp=offer.encode(), from_user=from_user, headers=headers,
                                  credentials=credentials, destination=destination)
-        call = Call(direction="outbound", leg=Leg(session), called=uri.user, status=CallStatus.DIALING)
+        call = Call(direction="outbound", leg=Leg(session), called=uri.user, status=CallStatus.DIALING,
+                    caller=from_user, trunk=trunk, sip_headers={n: v for n, v in headers or () if n.lower().startswith("x-")})
         call.leg.pending_socket, call.leg.offer = socket, offer
         session.app = call
-        self.calls[call.id] = call
+        if prepare is not None:
+            prepare(call)
+        self._register(call)
         self._set_status(call, CallStatus.DIALING)
+        call.log_event("invite", target=str(uri), destination=str(session.destination))
         self.endpoint.flush()
         return call
 
@@ -427,6 +473,8 @@ class CallManager:
             call.leg.pending_socket = None
 
     def _run_app(self, call: Call) -> None:
+        if call.app_task is not None:
+            return  # already driven (an API-dispatched call's runner)
         if self.app is not None:
             call.app_task = self._spawn(self.app.run(call, self), f"app-{call.id}")
 
@@ -444,6 +492,12 @@ class CallManager:
     def _finish(self, call: Call, reason: str) -> None:
         if call.status is CallStatus.HANGUP:
             return
+        if reason not in END_REASONS:
+            mapped = LEGACY_END_REASONS.get(reason)
+            if mapped is None:
+                log.warning("unknown end reason %r on %s; recorded as error", reason, call.id)
+            call.log_event("end_detail", detail=reason)
+            reason = mapped or "error"
         call.end_reason = reason
         call.ended_at = time.time()
         self._stop_media(call)

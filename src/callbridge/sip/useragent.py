@@ -24,6 +24,7 @@ from .digest import DigestError, DigestVerifier, VerifyStatus, build_authorizati
 from .errors import SipParseError
 from .message import Request, Response, make_response
 from .parser import PartialRequest, parse_message
+from .registration import Registration, RegistrationEvent
 from .session import InviteSession, ReliableProvisional, SessionState
 from .session_timer import (
     DEFAULT_SESSION_EXPIRES,
@@ -87,6 +88,9 @@ class UserAgent:
         self._outbox: list[tuple[bytes, Any]] = []
         # Decides per request whether credentials are required (trunk policy).
         self.inbound_auth: Callable[[Request, Any], InboundAuth | None] = lambda request, source: None
+        # Outbound registrations (RFC 3261 §10) this UA keeps alive, and who hears of their changes.
+        self.registrations: list[Registration] = []
+        self.on_registration_event: Callable[[RegistrationEvent], None] = lambda event: None
 
     # -- driver interface -------------------------------------------------------
 
@@ -134,12 +138,16 @@ class UserAgent:
                     deadlines.append(deadline)
             if session.pending_prack is not None:
                 deadlines.append(session.pending_prack.next_send)
+        deadlines += [d for r in self.registrations if (d := r.next_deadline()) is not None]
         return min(deadlines) if deadlines else None
 
     def handle_timer(self, now: float) -> None:
         self.transactions.handle_timer(now)
         for session in list(self.sessions.values()):
             self._session_timers(session, now)
+        for registration in list(self.registrations):
+            registration.handle_timer(now)
+            self._drive_registration(registration, now)
         self._process_transaction_events(now)
 
     # -- local identity -------------------------------------------------------------
@@ -648,9 +656,45 @@ class UserAgent:
         cancel.headers.add("CSeq", f"{invite.cseq.number} CANCEL")
         self.transactions.send_request(cancel, tx.destination, now)
 
+    # -- registrations (RFC 3261 §10) ---------------------------------------------------
+
+    def register(self, registration: Registration, now: float) -> None:
+        """Start keeping ``registration`` bound; its REGISTERs and their answers flow through here."""
+        if registration not in self.registrations:
+            self.registrations.append(registration)
+        registration.start(now)
+        self._drive_registration(registration, now)
+
+    def unregister(self, registration: Registration, now: float) -> None:
+        """Remove the binding (expires=0); the registration stays listed with its final status."""
+        registration.unregister(now)
+        self._drive_registration(registration, now)
+
+    def _drive_registration(self, registration: Registration, now: float) -> None:
+        """Send what the registration wants sent, each REGISTER in its own client transaction."""
+        binding = registration.binding
+        destination = binding.destination or address_for_uri(binding.registrar)
+        for request in registration.requests_to_send():
+            request.headers.prepend("Max-Forwards", "70")
+            request.headers.prepend("Via", str(self.local_via(destination.transport)))
+            for name, value in self._common_headers():
+                request.headers.add(name, value)
+            tx = self.transactions.send_request(request, destination, now)
+            tx.context["registration"] = registration
+        while (event := registration.next_event()) is not None:
+            try:
+                self.on_registration_event(event)
+            except Exception:  # noqa: BLE001 - a listener's bug must not stop signalling
+                log.exception("registration listener failed for %s", type(event).__name__)
+
     # -- responses ----------------------------------------------------------------------
 
     def _on_response(self, response: Response, tx: ClientTransaction, now: float) -> None:
+        registration: Registration | None = tx.context.get("registration")
+        if registration is not None:
+            registration.on_response(response, now)
+            self._drive_registration(registration, now)
+            return
         session: InviteSession | None = tx.context.get("session")
         if session is None:
             return
@@ -778,6 +822,11 @@ class UserAgent:
 
     def _on_timeout(self, event: TransactionTimedOut, now: float) -> None:
         tx = event.transaction
+        registration: Registration | None = tx.context.get("registration")
+        if registration is not None:
+            registration.on_timeout(tx.request, now)
+            self._drive_registration(registration, now)
+            return
         session: InviteSession | None = tx.context.get("session")
         if session is None or session.state is SessionState.TERMINATED:
             return

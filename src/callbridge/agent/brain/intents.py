@@ -33,6 +33,9 @@ _NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*\Z")
 _EXAMPLE_SLOT = re.compile(r"\{([^{}]*)\}")
 _SINGLE_BRACE_NAME = re.compile(r"(?<!\{)\{\s*[A-Za-z][A-Za-z0-9_.]*\s*\}(?!\})")
 _TOP_KEYS = {"language", "threshold", "intents", "fallback"}
+# MiniLM is trained on English; Spanish works for short, distinct phrasings matched
+# against Spanish examples (measured on the demo intents), not for fine distinctions.
+SUPPORTED_LANGUAGES = ("en", "es")
 _INTENT_KEYS = {"examples", "slots", "tool", "action", "response", "error_response"}
 _SLOT_KEYS = {"type", "min_length", "max_length", "prompt", "required"}
 
@@ -119,8 +122,9 @@ class _Validator:
     def config(self) -> IntentsConfig:
         top = self.mapping(self.src.value, (), "the intents file", _TOP_KEYS)
         language = self.text(top.get("language", "en"), ("language",), "language")
-        if language != "en":
-            raise self.fail(("language",), "the built-in model understands English only (language: en)")
+        if language not in SUPPORTED_LANGUAGES:
+            raise self.fail(("language",), f"the built-in model understands {', '.join(SUPPORTED_LANGUAGES)}, "
+                                           f"not {language!r}")
         threshold = top.get("threshold", DEFAULT_THRESHOLD)
         if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 < threshold <= 1:
             raise self.fail(("threshold",), "threshold must be a number between 0 and 1 (cosine similarity)")

@@ -1,0 +1,1 @@
+"""Cloud speech-to-speech back ends behind the realtime interface."""

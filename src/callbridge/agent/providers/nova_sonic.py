@@ -1,0 +1,293 @@
+"""Amazon Nova Sonic (Bedrock ``InvokeModelWithBidirectionalStream``) as a realtime back end.
+
+Uses the official ``aws-sdk-bedrock-runtime`` (pinned 0.12.0) with the CRT HTTP/2 transport:
+the SDK's default aiohttp transport cannot do duplex streams. The event building and
+parsing live in :mod:`nova_events`; this module only moves them: one writer task feeds
+the signed input stream from a queue (so ``send_audio`` never blocks), one reader task
+turns output into :data:`AgentEvent` values.
+
+DTMF: Nova has no key input, so a key press is a short user text turn
+("The caller pressed 4"). ``interrupted`` is a no-op: Nova's FINAL text already stops
+where the barge-in cut the reply, and the stream has no way to truncate it further.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+from aws_sdk_bedrock_runtime.client import AsyncBedrockRuntimeClient
+from aws_sdk_bedrock_runtime.config import AsyncBedrockRuntimeConfig
+from aws_sdk_bedrock_runtime.models import (
+    BidirectionalInputPayloadPart,
+    InvokeModelWithBidirectionalStreamInputChunk,
+    InvokeModelWithBidirectionalStreamOperationInput,
+    InvokeModelWithBidirectionalStreamOutputChunk,
+)
+from smithy_http.aio.crt import AWSCRTHTTPClient, AWSCRTHTTPClientConfig
+
+from callbridge.agent.providers.nova_events import (
+    AUDIO_CHUNK_SAMPLES,
+    INPUT_RATE,
+    OUTPUT_RATE,
+    NovaInput,
+    NovaOutput,
+    PromptSettings,
+    classify_error,
+    error_event,
+)
+from callbridge.agent.realtime import AgentEvent, HistoryLimits, ProviderError, SessionSetup
+
+log = logging.getLogger(__name__)
+
+NOVA_2 = "amazon.nova-2-sonic-v1:0"
+NOVA_1 = "amazon.nova-sonic-v1:0"
+DEFAULT_REGION = "us-east-1"
+SESSION_LIMIT_S = 480.0  # Bedrock closes a bidirectional stream after 8 minutes
+OPEN_TIMEOUT_S = 15.0  # until Bedrock answers the request (403 arrives here)
+CLOSE_TIMEOUT_S = 3.0  # for the closing events to go out and the stream to end
+DTMF_TEXT = "The caller pressed {digit}"
+GREETING_TEXT = 'Greet the caller now by saying exactly: "{greeting}"'
+ROLES = {"user": "USER", "assistant": "ASSISTANT"}
+
+
+@dataclass(frozen=True, slots=True)
+class NovaSonicConfig:
+    model_id: str = NOVA_2
+    region: str | None = None  # None: AWS_REGION / profile, else us-east-1
+    endpoint_uri: str | None = None  # e.g. the local stand-in
+    voice: str = "matthew"
+    endpointing_sensitivity: Literal["LOW", "MEDIUM", "HIGH"] | None = None  # Nova 2 only
+    temperature: float = 0.7
+    top_p: float = 0.9
+    max_tokens: int = 1024
+    max_session_s: float = SESSION_LIMIT_S
+    max_attempts: int = 3
+    aws_access_key_id: str | None = None  # None: the standard AWS credential chain
+    aws_secret_access_key: str | None = None
+    aws_session_token: str | None = None
+
+    @property
+    def is_nova_2(self) -> bool:
+        return "nova-2-sonic" in self.model_id
+
+
+class NovaSonicBackend:
+    input_rate = INPUT_RATE
+    output_rate = OUTPUT_RATE
+
+    def __init__(self, config: NovaSonicConfig | None = None) -> None:
+        self.config = config or NovaSonicConfig()
+        self.max_session_s: float | None = self.config.max_session_s
+        self.history_limits = HistoryLimits(total_bytes=40_000, message_bytes=1024)
+        self.audio_samples_sent = 0  # caller samples actually written to the stream
+        self._input = NovaInput()
+        self._output = NovaOutput()
+        # (event, caller samples in it); None ends the writer
+        self._outgoing: asyncio.Queue[tuple[dict[str, Any], int] | None] = asyncio.Queue()
+        self._events: asyncio.Queue[AgentEvent | None] = asyncio.Queue()
+        self._held: list[tuple[dict[str, Any], int]] = []  # sent before start() opened the audio
+        self._audio_open = False
+        self._audio_tail = bytearray()  # < one 32 ms chunk, waiting for more
+        self._stream: Any = None
+        self._writer: asyncio.Task[None] | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._closed = False
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def _client(self) -> AsyncBedrockRuntimeClient:
+        cfg = self.config
+        overrides: dict[str, Any] = {
+            "transport": AWSCRTHTTPClient(client_config=AWSCRTHTTPClientConfig(force_http_2=True)),
+            "max_attempts": cfg.max_attempts,
+        }
+        region = cfg.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+        if region:
+            overrides["region"] = region
+        if cfg.endpoint_uri:
+            overrides["endpoint_uri"] = cfg.endpoint_uri
+        if cfg.aws_access_key_id and cfg.aws_secret_access_key:
+            overrides["aws_access_key_id"] = cfg.aws_access_key_id
+            overrides["aws_secret_access_key"] = cfg.aws_secret_access_key
+            if cfg.aws_session_token:
+                overrides["aws_session_token"] = cfg.aws_session_token
+        resolved = await AsyncBedrockRuntimeConfig.resolve(**overrides)
+        if resolved.region is None:
+            resolved.region = DEFAULT_REGION
+        return AsyncBedrockRuntimeClient(config=resolved)
+
+    async def start(self, setup: SessionSetup) -> None:
+        cfg = self.config
+        settings = PromptSettings(
+            voice=setup.voice or cfg.voice, tools=setup.tools, max_tokens=cfg.max_tokens, top_p=cfg.top_p,
+            temperature=cfg.temperature,
+            endpointing_sensitivity=cfg.endpointing_sensitivity if cfg.is_nova_2 else None)
+        try:
+            client = await self._client()
+            self._stream = await client.invoke_model_with_bidirectional_stream(
+                InvokeModelWithBidirectionalStreamOperationInput(model_id=cfg.model_id))
+        except Exception as exc:
+            code, recoverable, message = classify_error(exc)
+            raise ProviderError(f"cannot open Nova Sonic stream: {message}", code=code,
+                                recoverable=recoverable) from exc
+        # Order matters to Bedrock: session, prompt, SYSTEM text, history, then audio.
+        setup_events = self._input.session_start(settings) + self._input.prompt_start(settings)
+        setup_events += self._input.text("SYSTEM", setup.instructions, interactive=False)
+        for message in setup.history:
+            setup_events += self._input.text(ROLES[message["role"]], message["text"], interactive=False)
+        if setup.greeting:
+            if cfg.is_nova_2:
+                setup_events += self._input.text(
+                    "USER", GREETING_TEXT.format(greeting=setup.greeting), interactive=True)
+            else:
+                log.warning("Nova Sonic v1 cannot speak first; the greeting is skipped")
+        setup_events += self._input.audio_start()
+        for event in setup_events:
+            self._outgoing.put_nowait((event, 0))
+        self._audio_open = True
+        for item in self._held:
+            self._outgoing.put_nowait(item)
+        self._held.clear()
+        self._writer = asyncio.create_task(self._write_loop(), name="nova-sonic-writer")
+        try:
+            async with asyncio.timeout(OPEN_TIMEOUT_S):
+                _, receiver = await self._stream.await_output()
+        except Exception as exc:
+            code, recoverable, message = classify_error(exc)
+            await self._abort()
+            raise ProviderError(f"Nova Sonic refused the session: {message}", code=code,
+                                recoverable=recoverable) from exc
+        self._reader = asyncio.create_task(self._read_loop(receiver), name="nova-sonic-reader")
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._stream is None:
+            self._events.put_nowait(None)
+            return
+        if self._writer is not None and not self._writer.done():
+            if self._audio_tail:
+                self._send_audio_bytes(bytes(self._audio_tail))
+                self._audio_tail.clear()
+            for event in self._input.close():
+                self._outgoing.put_nowait((event, 0))
+            self._outgoing.put_nowait(None)
+            await self._settle(self._writer)
+        try:
+            async with asyncio.timeout(CLOSE_TIMEOUT_S):
+                await self._stream.input_stream.close()  # the signed empty envelope ends the body
+        except Exception as exc:  # the stream may already be gone; nothing left to tell anyone
+            log.debug("closing Nova Sonic input stream: %s", exc)
+        if self._reader is not None:
+            await self._settle(self._reader)
+        await self._close_output()
+
+    async def _abort(self) -> None:
+        self._closed = True
+        if self._writer is not None:
+            self._writer.cancel()
+            await asyncio.gather(self._writer, return_exceptions=True)
+        try:
+            await self._stream.input_stream.close()
+        except Exception as exc:
+            log.debug("aborting Nova Sonic input stream: %s", exc)
+        self._events.put_nowait(None)
+
+    async def _settle(self, task: asyncio.Task[None]) -> None:
+        try:
+            async with asyncio.timeout(CLOSE_TIMEOUT_S):
+                await asyncio.shield(task)
+        except TimeoutError:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    async def _close_output(self) -> None:
+        output = getattr(self._stream, "output_stream", None)
+        if output is not None:
+            try:
+                await output.close()
+            except Exception as exc:
+                log.debug("closing Nova Sonic output stream: %s", exc)
+
+    # -- the two tasks ----------------------------------------------------------------------
+
+    async def _write_loop(self) -> None:
+        while (item := await self._outgoing.get()) is not None:
+            event, samples = item
+            chunk = InvokeModelWithBidirectionalStreamInputChunk(
+                value=BidirectionalInputPayloadPart(bytes_=json.dumps(event).encode("utf-8")))
+            try:
+                await self._stream.input_stream.send(chunk)
+            except Exception as exc:  # the reader reports why the stream ended
+                log.info("Nova Sonic input stream closed: %s", exc)
+                return
+            self.audio_samples_sent += samples
+
+    async def _read_loop(self, receiver: Any) -> None:
+        try:
+            while (item := await receiver.receive()) is not None:
+                if not isinstance(item, InvokeModelWithBidirectionalStreamOutputChunk):
+                    log.warning("unexpected Nova Sonic output %r", type(item).__name__)
+                    continue
+                try:
+                    event = json.loads(item.value.bytes_ or b"{}")
+                except ValueError:
+                    log.warning("undecodable Nova Sonic event dropped")
+                    continue
+                for agent_event in self._output.feed(event):
+                    self._events.put_nowait(agent_event)
+        except Exception as exc:
+            error = error_event(exc)
+            log.warning("Nova Sonic stream ended: %s (%s)", error.message, error.code)
+            self._events.put_nowait(error)
+        finally:
+            self._events.put_nowait(None)
+
+    # -- input ------------------------------------------------------------------------------
+
+    def _enqueue(self, event: dict[str, Any], samples: int = 0) -> None:
+        if self._closed:
+            return
+        if self._audio_open:
+            self._outgoing.put_nowait((event, samples))
+        else:
+            self._held.append((event, samples))
+
+    def _send_audio_bytes(self, pcm: bytes) -> None:
+        self._enqueue(self._input.audio(pcm), len(pcm) // 2)
+
+    def send_audio(self, pcm: np.ndarray) -> None:
+        if self._closed:
+            return
+        self._audio_tail += np.asarray(pcm, dtype="<i2").tobytes()
+        chunk_bytes = AUDIO_CHUNK_SAMPLES * 2
+        usable = len(self._audio_tail) - len(self._audio_tail) % chunk_bytes
+        for start in range(0, usable, chunk_bytes):
+            self._send_audio_bytes(bytes(self._audio_tail[start:start + chunk_bytes]))
+        del self._audio_tail[:usable]
+
+    def send_text(self, text: str) -> None:
+        for event in self._input.text("USER", text, interactive=True):
+            self._enqueue(event)
+
+    def send_dtmf(self, digit: str) -> None:
+        self.send_text(DTMF_TEXT.format(digit=digit))
+
+    def send_tool_result(self, call_id: str, result: str) -> None:
+        for event in self._input.tool_result(call_id, result):
+            self._enqueue(event)
+
+    def interrupted(self, turn_id: str, heard_text: str, heard_ms: int) -> None:
+        """Nothing to send: Nova's FINAL text already ends where the barge-in cut the reply."""
+
+    async def events(self) -> AsyncIterator[AgentEvent]:
+        while (event := await self._events.get()) is not None:
+            yield event
