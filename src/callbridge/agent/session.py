@@ -144,7 +144,10 @@ class AgentSession:
         keys = loop.create_task(self._forward_keys())
         try:
             self._buffer = []  # the caller may speak while the first session opens
-            link = await self._open_with_retries(first=True)
+            try:
+                link = await self._open_with_retries(first=True)
+            except SessionFailed:
+                await self._fall_back()
             self._adopt(link)
             renewals = loop.create_task(self._renew_when_due())
             try:

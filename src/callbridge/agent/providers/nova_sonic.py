@@ -30,6 +30,7 @@ from aws_sdk_bedrock_runtime.models import (
     InvokeModelWithBidirectionalStreamOperationInput,
     InvokeModelWithBidirectionalStreamOutputChunk,
 )
+from smithy_aws_core.config.exceptions import ConfigValidationError
 from smithy_http.aio.crt import AWSCRTHTTPClient, AWSCRTHTTPClientConfig
 
 from callbridge.agent.providers.nova_events import (
@@ -118,9 +119,13 @@ class NovaSonicBackend:
             overrides["aws_secret_access_key"] = cfg.aws_secret_access_key
             if cfg.aws_session_token:
                 overrides["aws_session_token"] = cfg.aws_session_token
-        resolved = await AsyncBedrockRuntimeConfig.resolve(**overrides)
-        if resolved.region is None:
-            resolved.region = DEFAULT_REGION
+        try:
+            resolved = await AsyncBedrockRuntimeConfig.resolve(**overrides)
+        except ConfigValidationError:
+            if "region" in overrides:
+                raise
+            # no region in the environment or the profile: Nova Sonic's home region
+            resolved = await AsyncBedrockRuntimeConfig.resolve(**overrides, region=DEFAULT_REGION)
         return AsyncBedrockRuntimeClient(config=resolved)
 
     async def start(self, setup: SessionSetup) -> None:
@@ -174,8 +179,9 @@ class NovaSonicBackend:
             self._events.put_nowait(None)
             return
         if self._writer is not None and not self._writer.done():
-            if self._audio_tail:
-                self._send_audio_bytes(bytes(self._audio_tail))
+            if self._audio_tail:  # the last partial chunk: every sample sent must arrive
+                tail = bytes(self._audio_tail)
+                self._outgoing.put_nowait((self._input.audio(tail), len(tail) // 2))
                 self._audio_tail.clear()
             for event in self._input.close():
                 self._outgoing.put_nowait((event, 0))

@@ -91,8 +91,8 @@ class TurnDetection:
     threshold: float = 0.5
     prefix_padding_ms: int = 300
     silence_duration_ms: int = 500
-    # The session decides barge-in and calls interrupted(), which cancels and truncates: with the
-    # server also cancelling on its own VAD there would be two authorities on what was heard.
+    # The adapter cancels on speech_started itself (ServerEventInterpreter): one party decides,
+    # and the audio of the cancelled response still in flight is dropped from that same event.
     interrupt_response: bool = False
 
     def to_wire(self) -> dict[str, Any]:
@@ -214,7 +214,8 @@ class ServerEventInterpreter:
     """Feed it each server event (parsed JSON); it returns the agent events it means.
 
     ``failed`` turns True after a fatal ``error``: the session is over and the caller must end
-    the event stream (the contract: a BackendError, then the iterator ends)."""
+    the event stream (the contract: a BackendError, then the iterator ends). Client events the
+    interpreter decides on (a cancel at barge-in) wait in :meth:`take_outgoing`."""
 
     def __init__(self, audio: AudioFormat) -> None:
         self.audio = audio
@@ -225,6 +226,11 @@ class ServerEventInterpreter:
         self._interrupted: set[str] = set()  # items cut by interrupted(): drop their late audio/text
         self._cancelled_responses: set[str] = set()
         self._input_samples = 0  # caller audio appended since the last Usage
+        self._outgoing: list[dict[str, Any]] = []
+
+    def take_outgoing(self) -> list[dict[str, Any]]:
+        out, self._outgoing = self._outgoing, []
+        return out
 
     def note_audio_sent(self, samples: int) -> None:
         self._input_samples += samples
@@ -241,19 +247,31 @@ class ServerEventInterpreter:
             log.debug("interrupted() for unknown item %s", item_id)
             return []
         self._interrupted.add(item_id)
-        out: list[dict[str, Any]] = []
-        if self.active_response == item.response_id and item.response_id not in self._cancelled_responses:
-            self._cancelled_responses.add(item.response_id)
-            out.append({"type": "response.cancel", "response_id": item.response_id})
+        out = self._cancel(item.response_id)
         # audio_end_ms beyond the item's audio is an error: clamp to what we received
         received_ms = item.audio_samples * 1000 // self.audio.rate
         out.append({"type": "conversation.item.truncate", "item_id": item_id, "content_index": 0,
                     "audio_end_ms": max(0, min(int(heard_ms), received_ms))})
         return out
 
+    def _cancel(self, response_id: str) -> list[dict[str, Any]]:
+        if self.active_response != response_id or response_id in self._cancelled_responses:
+            return []
+        self._cancelled_responses.add(response_id)
+        return [{"type": "response.cancel", "response_id": response_id}]
+
+    def _cut(self, item: _Item | None) -> bool:
+        """Whether the caller cut this item off: its late audio and text must not reach the session
+        (audio arriving after the barge-in would restart playback)."""
+        return item is not None and item.response_id in self._cancelled_responses
+
     # -- handlers -------------------------------------------------------------------------
 
     def _speech_started(self, event: dict[str, Any]) -> list[AgentEvent]:
+        # Barge-in: a response still generating is cancelled now, whether or not the session has
+        # started playing it (server_vad's interrupt_response does the same, server side).
+        if self.active_response is not None:
+            self._outgoing += self._cancel(self.active_response)
         return [SpeechStarted()]
 
     def _user_transcript(self, event: dict[str, Any]) -> list[AgentEvent]:
@@ -276,7 +294,7 @@ class ServerEventInterpreter:
     def _audio_delta(self, event: dict[str, Any]) -> list[AgentEvent]:
         item_id = str(event.get("item_id", ""))
         item = self._items.setdefault(item_id, _Item("message", str(event.get("response_id", ""))))
-        if item_id in self._interrupted:
+        if item_id in self._interrupted or self._cut(item):
             return []  # the caller talked over it: late audio must not restart playback
         try:
             data = item.carry + base64.b64decode(event.get("delta", ""), validate=True)
@@ -298,14 +316,14 @@ class ServerEventInterpreter:
 
     def _transcript_done(self, event: dict[str, Any]) -> list[AgentEvent]:
         item_id = str(event.get("item_id", ""))
-        if item_id in self._interrupted:
+        if item_id in self._interrupted or self._cut(self._items.get(item_id)):
             return []  # the session already recorded what was heard
         return [AgentTranscript(str(event.get("transcript", "")), item_id, True)]
 
     def _arguments_done(self, event: dict[str, Any]) -> list[AgentEvent]:
         item_id = str(event.get("item_id", ""))
         item = self._items.get(item_id)
-        if item is not None and item.response_id in self._cancelled_responses:
+        if self._cut(item):
             return []  # also sent for cancelled responses: the call was never meant
         name = item.name if item is not None else str(event.get("name", ""))
         call_id = str(event.get("call_id") or (item.call_id if item else ""))

@@ -125,6 +125,7 @@ class OpenAIRealtimeBackend:
         self._response_requested = False
         self._response_deferred = False
         self._tasks: list[asyncio.Task[None]] = []
+        self._closer: asyncio.Task[None] | None = None
         self._ended = False
         self._closed = False
 
@@ -140,7 +141,8 @@ class OpenAIRealtimeBackend:
                 self._ws = await self._connect()
                 await self._expect("session.created")
                 await self._send_now(wire.session_update(
-                    setup, audio=self._audio, voice=self.config.voice, transcription_model=self.config.transcription_model,
+                    setup, audio=self._audio, voice=self.config.voice,
+                    transcription_model=self.config.transcription_model,
                     turn_detection=TurnDetection(self.config.threshold, self.config.prefix_padding_ms,
                                                  self.config.silence_duration_ms),
                     event_id=self._event_id()))
@@ -231,6 +233,7 @@ class OpenAIRealtimeBackend:
         while True:
             event = await self._events.get()
             if event is None:
+                self._events.put_nowait(None)  # a later events() call ends too
                 return
             yield event
 
@@ -324,6 +327,8 @@ class OpenAIRealtimeBackend:
                     continue
                 for agent_event in self._interpreter.receive(event):
                     self._events.put_nowait(agent_event)
+                for client_event in self._interpreter.take_outgoing():
+                    self._queue(client_event)
                 self._track_responses(event)
                 if self._interpreter.failed:
                     break
@@ -333,7 +338,7 @@ class OpenAIRealtimeBackend:
             self._events.put_nowait(self._lost_connection())
         self._end()
         if not self._closed:
-            asyncio.get_running_loop().create_task(self.close())
+            self._closer = asyncio.get_running_loop().create_task(self.close())
 
     def _lost_connection(self) -> BackendError:
         assert self._ws is not None
