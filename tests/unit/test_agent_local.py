@@ -11,7 +11,7 @@ import pytest
 from callbridge.agent.brain.intents import IntentEngine
 from callbridge.agent.desk import DEMO_INTENTS, DEMO_INTENTS_BY_LANGUAGE
 from callbridge.agent.llm import ChatBrain, ChatConfig
-from callbridge.agent.local import LocalBackend
+from callbridge.agent.local import DEFAULT_SILENCE_MS, LocalBackend
 from callbridge.agent.realtime import (ERROR_SESSION_EXPIRED, AgentAudio, BackendError, AgentTranscript, SessionSetup, SpeechStarted, ToolCall, TurnEnded,
                                        TurnTiming, UserTranscript)
 from callbridge.media.resample import resample
@@ -79,7 +79,7 @@ async def test_a_question_becomes_transcript_tool_call_and_spoken_answer(models)
     audio = np.concatenate([e.pcm for e in events if isinstance(e, AgentAudio)])
     assert len(audio) / backend.output_rate > 2.0 and np.abs(audio).max() > 3000
     [timing] = [e for e in events if isinstance(e, TurnTiming)]
-    assert timing.vad_ms >= 550, timing  # the caller's pause is honoured before we answer
+    assert timing.vad_ms >= DEFAULT_SILENCE_MS - 50, timing  # the caller's pause is honoured before we answer
     await backend.close()
 
 
@@ -88,7 +88,7 @@ async def test_a_short_pause_mid_sentence_is_not_the_end_of_the_turn(models):
     backend = LocalBackend(brain=brain, transcriber=transcriber, synthesizer=synth, input_rate=RATE)
     await backend.start(SessionSetup(instructions="", language="en", voice=None, tools=[]))
     # A hesitation of about 400 ms (piper pads the clips with ~0.19 s and ~0.05 s of quiet): longer
-    # than the 250 ms that starts recognition, shorter than the 600 ms that ends a turn.
+    # than the 250 ms that starts recognition, shorter than the 500 ms that ends a turn.
     said = np.concatenate([silence(0.3), speech("What is the status of"), silence(0.15),
                            speech("order four five seven two?"), silence(1.5)])
     talk = asyncio.get_running_loop().create_task(feed(backend, said))

@@ -48,7 +48,7 @@ from .realtime import (
 
 log = logging.getLogger("callbridge.agent")
 
-DEFAULT_SILENCE_MS = 600  # quiet that ends the caller's turn: shorter cuts people off mid-thought
+DEFAULT_SILENCE_MS = 500  # quiet that ends the caller's turn: shorter cuts people off mid-thought
 EARLY_MS = 250  # a pause this long starts recognition speculatively
 KEY_PAUSE_S = 2.0  # keys without '#' count as entered after this pause
 ACTION_TOOLS = {"transfer": "transfer_to_human", "end_call": "end_call"}
