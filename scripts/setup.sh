@@ -11,8 +11,8 @@ want_test=0
 # espeak-ng speaks every prompt language other than English (callbridge.speech).
 wanted_apt=(espeak-ng)
 # SIPp (sip-tester) and baresip are the real peers of the interop tests;
-# sox makes reference audio.
-[ "$want_test" = 1 ] && wanted_apt+=(sip-tester baresip-core sox)
+# sox makes reference audio; postgresql runs a throwaway server for the store tests.
+[ "$want_test" = 1 ] && wanted_apt+=(sip-tester baresip-core sox postgresql)
 apt_packages=()
 for pkg in "${wanted_apt[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || apt_packages+=("$pkg")

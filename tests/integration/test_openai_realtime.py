@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
 
 from callbridge.agent.providers.openai_realtime import OpenAIRealtimeBackend, OpenAIRealtimeConfig
 from callbridge.agent.realtime import (
@@ -182,7 +184,14 @@ async def test_barge_in_cancels_and_truncates_at_what_was_heard() -> None:
         backend = OpenAIRealtimeBackend(config(server))
         await backend.start(setup(greeting="Welcome to Pizza Co where every pie is baked fresh to order."))
         try:
-            events = await collect(backend, lambda e: isinstance(e, AgentAudio))
+            received = 0
+
+            def enough_audio(event: AgentEvent) -> bool:  # a session can only have played what arrived
+                nonlocal received
+                received += len(event.pcm) if isinstance(event, AgentAudio) else 0
+                return received >= 300 * 24
+
+            events = await collect(backend, enough_audio)
             turn = events[0].turn_id
             speak(backend, speech_ms=200)  # the caller talks over the greeting
             await collect(backend, lambda e: isinstance(e, SpeechStarted), events)
@@ -193,7 +202,7 @@ async def test_barge_in_cancels_and_truncates_at_what_was_heard() -> None:
 
             record = server.sessions[0]
             await eventually(lambda: bool(record.truncations))
-            assert record.received("response.cancel")
+            assert len(record.received("response.cancel")) == 1
             assert record.truncations == [{"item_id": turn, "content_index": 0, "audio_end_ms": 150}]
             assert not [e for e in record.sent if e["type"] == "error"]
             done = [e for e in record.sent if e["type"] == "response.done"][0]
@@ -342,5 +351,92 @@ async def test_g711_ulaw_is_8khz_on_the_wire_both_ways() -> None:
             assert bytes(record.input_audio) == expected
             assert record.session["audio"]["input"]["format"] == {"type": "audio/pcmu"}
             assert record.session["audio"]["output"]["format"] == {"type": "audio/pcmu"}
+        finally:
+            await backend.close()
+
+
+# -- the stand-in on its own: bad input gets an error event, never a crash -------------------
+
+async def raw_session(server: OpenAIRealtimeStandin) -> Any:
+    return await connect(f"{server.url}?model=gpt-realtime", additional_headers={"Authorization": f"Bearer {KEY}"})
+
+
+async def next_of(ws: Any, kind: str) -> dict[str, Any]:
+    async with asyncio.timeout(TIMEOUT_S):
+        while True:
+            event = json.loads(await ws.recv())
+            if event["type"] == kind:
+                return event
+
+
+async def test_standin_answers_bad_input_with_error_events_and_keeps_going() -> None:
+    async with OpenAIRealtimeStandin(OpenAIRealtimeScript(), key=KEY) as server:
+        async with await raw_session(server) as ws:
+            created = await next_of(ws, "session.created")
+            assert created["session"]["type"] == "realtime" and created["event_id"]
+            bad = [
+                ("{not json", "invalid_json", None),
+                (json.dumps({"type": "response.dance"}), "invalid_value", "type"),
+                (json.dumps({"type": "session.update", "session": {"voice": "alloy"}}),
+                 "missing_required_parameter", "session.type"),
+                (json.dumps({"type": "session.update", "session": {"type": "realtime", "temperature": 0.7}}),
+                 "unknown_parameter", "session.temperature"),
+                (json.dumps({"type": "session.update", "session": {"type": "realtime", "tools": TOOLS}}),
+                 "unknown_parameter", "session.tools[0].function"),
+                (json.dumps({"type": "conversation.item.create", "event_id": "e1", "item": {
+                    "type": "message", "role": "assistant", "content": [{"type": "text", "text": "beta"}]}}),
+                 "invalid_value", "item.content[0].type"),
+                (json.dumps({"type": "response.cancel"}), "response_cancel_not_active", None),
+                (json.dumps({"type": "input_audio_buffer.append", "audio": "***"}), "invalid_value", "audio"),
+            ]
+            for raw, code, param in bad:
+                await ws.send(raw)
+                error = (await next_of(ws, "error"))["error"]
+                assert (error["type"], error["code"], error["param"]) == ("invalid_request_error", code, param), raw
+            await ws.send(json.dumps({"type": "session.update", "session": {"type": "realtime"}}))
+            assert (await next_of(ws, "session.updated"))["session"]["type"] == "realtime"
+        assert len(server.sessions[0].events) == len(bad) + 1
+
+
+async def test_standin_rejects_truncation_past_the_audio() -> None:
+    script = OpenAIRealtimeScript().reply("Hello there.", audio_ms=300)
+    async with OpenAIRealtimeStandin(script, key=KEY) as server:
+        async with await raw_session(server) as ws:
+            await ws.send(json.dumps({"type": "response.create"}))
+            done = await next_of(ws, "response.done")
+            item_id = done["response"]["output"][0]["id"]
+            assert done["response"]["usage"]["output_tokens"] > 0
+            await ws.send(json.dumps({"type": "conversation.item.truncate", "item_id": item_id, "content_index": 0,
+                                      "audio_end_ms": 301}))
+            error = (await next_of(ws, "error"))["error"]
+            assert (error["code"], error["param"]) == ("invalid_value", "audio_end_ms")
+            await ws.send(json.dumps({"type": "conversation.item.truncate", "item_id": item_id, "content_index": 0,
+                                      "audio_end_ms": 300}))
+            assert (await next_of(ws, "conversation.item.truncated"))["audio_end_ms"] == 300
+        assert server.sessions[0].truncations == [{"item_id": item_id, "content_index": 0, "audio_end_ms": 300}]
+
+
+async def test_standin_requires_the_model_parameter() -> None:
+    async with OpenAIRealtimeStandin(OpenAIRealtimeScript(), key=KEY) as server:
+        with pytest.raises(InvalidStatus) as caught:
+            await connect(server.url, additional_headers={"Authorization": f"Bearer {KEY}"})
+        assert caught.value.response.status_code == 400
+        assert json.loads(caught.value.response.body)["error"]["code"] == "missing_required_parameter"
+
+
+async def test_dtmf_becomes_one_user_text_turn() -> None:
+    script = OpenAIRealtimeScript().reply("You chose delivery.", audio_ms=200)
+    async with OpenAIRealtimeStandin(script, key=KEY) as server:
+        backend = OpenAIRealtimeBackend(config(server, dtmf_pause_s=0.05))
+        await backend.start(setup())
+        try:
+            backend.send_dtmf("4")
+            backend.send_dtmf("2")
+            events = await collect(backend, turn_ended)
+            assert any(isinstance(e, AgentTranscript) and e.text == "You chose delivery." for e in events)
+            record = server.sessions[0]
+            [item] = record.received("conversation.item.create")
+            assert item["item"]["content"] == [{"type": "input_text", "text": "The caller pressed 4 2"}]
+            assert record.types()[-1] == "response.create"
         finally:
             await backend.close()

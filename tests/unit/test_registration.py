@@ -335,3 +335,55 @@ def test_garbage_from_the_registrar_does_not_disturb_the_registration():
     side.h.feed(b"SIP/2.0 200 OK\r\nVia: nonsense\r\n\r\n", REGISTRAR)
     side.answer(request, 200, [("Contact", "<sip:trunkuser@127.0.0.1:5060>;expires=banana"), ("Expires", "45")])
     assert side.registration.status(side.h.now).expires_at == pytest.approx(45)
+
+
+# -- configuration and the trunk binding ---------------------------------------------
+
+
+def test_trunk_register_section_builds_the_binding():
+    from callbridge.app.config import Config
+    from callbridge.app.registrations import binding_for
+    from callbridge.sip.useragent import UserAgent, UserAgentConfig
+
+    config = Config.model_validate({"outbound_trunks": [{
+        "name": "carrier", "host": "sip.carrier.example", "port": 5080, "transport": "tcp",
+        "username": "acct", "password": "pw", "register": {"expires": 300, "contact_user": "line1"}}]})
+    ua = UserAgent(UserAgentConfig(host="203.0.113.5", ports={"udp": 5060, "tcp": 5062}))
+    binding = binding_for(config.outbound_trunks[0], ua)
+    assert str(binding.registrar) == "sip:sip.carrier.example:5080;transport=tcp"
+    assert str(binding.aor) == "sip:acct@sip.carrier.example"
+    assert str(binding.contact) == "sip:line1@203.0.113.5:5062;transport=tcp"
+    assert (binding.username, binding.password, binding.expires) == ("acct", "pw", 300)
+    assert binding.destination == Address("sip.carrier.example", 5080, "tcp")
+
+
+@pytest.mark.parametrize(("register", "trunk_auth", "message"), [
+    ({}, {}, "register.username: needed"),
+    ({"username": "acct"}, {}, "register.password: needed"),
+    ({"aor": "tel:+15551234"}, {"username": "u", "password": "p"}, "must be a sip: or sips: URI with a user"),
+    ({"expires": 0}, {"username": "u", "password": "p"}, "greater than or equal to 1"),
+    ({"refresh": 10}, {"username": "u", "password": "p"}, "Extra inputs are not permitted"),
+])
+def test_register_section_errors_are_clear(register, trunk_auth, message):
+    from pydantic import ValidationError
+
+    from callbridge.app.config import OutboundTrunk
+
+    with pytest.raises(ValidationError, match=message):
+        OutboundTrunk.model_validate({"name": "carrier", "host": "h", **trunk_auth, "register": register})
+
+
+def test_disabled_register_section_needs_no_credentials():
+    from callbridge.app.config import OutboundTrunk
+
+    trunk = OutboundTrunk.model_validate({"name": "carrier", "host": "h", "register": {"enabled": False}})
+    assert trunk.registration is not None and not trunk.registration.enabled
+
+
+def test_register_error_in_a_file_points_at_the_trunk(tmp_path):
+    from callbridge.app.config import SourceError, load_config
+
+    path = tmp_path / "callbridge.yaml"
+    path.write_text("outbound_trunks:\n  - name: carrier\n    host: h\n    register:\n      expires: 60\n")
+    with pytest.raises(SourceError, match="register.username"):
+        load_config(path)

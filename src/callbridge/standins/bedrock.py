@@ -126,7 +126,6 @@ class _Connection:
         return True
 
     def request(self, stream_id: int, headers: dict[str, str]) -> None:
-        log.debug("bedrock stand-in request headers: %s", headers)
         match = _PATH.match(headers.get(":path", ""))
         if headers.get(":method") != "POST" or match is None:
             self.refuse(stream_id, 404, "UnknownOperationException", "unknown operation")
@@ -147,7 +146,7 @@ class _Connection:
         if model_id not in KNOWN_MODELS:
             self.refuse(stream_id, 400, "ValidationException", "The provided model identifier is invalid.")
             return
-        record = SessionRecord(model_id=model_id)
+        record = SessionRecord(model_id=model_id, region=verified.credential.region)
         stream = _Stream(stream_id, record, ModelSession(self.server.script, record, self.loop.time()),
                          sigv4.ChunkChain(verified), asyncio.Event())
         self.streams[stream_id] = stream
@@ -181,6 +180,9 @@ class _Connection:
         except (eventstream.EventStreamError, ValueError) as exc:
             log.info("bedrock stand-in: malformed input: %s", exc)
             stream.model.fail("validationException", f"malformed event stream: {exc}")
+        except Exception as exc:  # a stand-in bug: tell the client, keep serving
+            log.exception("bedrock stand-in: internal error")
+            stream.model.fail("internalServerException", f"stand-in internal error: {exc}")
 
     def pump(self, stream: _Stream) -> None:
         """Queue the model's output and send what flow control allows (RFC 9113 §5.2)."""

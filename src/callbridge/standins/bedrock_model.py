@@ -346,7 +346,7 @@ class ModelSession:
                 self._reply = _Reply(step.text, now + step.audio_ms / 1000, completion_id)
             case CallTool():
                 tool_use_id = str(uuid.uuid4())
-                content_id = self._content_start("TOOL", "TOOL", completion_id, {
+                content_id = self._start_output_content("TOOL", "TOOL", completion_id, {
                     "toolUseOutputConfiguration": {"mediaType": "application/json"}})
                 self._emit("toolUse", {"completionId": completion_id, "contentId": content_id,
                                        "toolName": step.name, "toolUseId": tool_use_id,
@@ -372,14 +372,14 @@ class ModelSession:
         fields = {"promptName": self._prompt_name, **fields}
         self._out.append(OutEvent({"event": {name: fields}}))
 
-    def _content_start(self, kind: str, role: str, completion_id: str, extra: dict[str, Any]) -> str:
+    def _start_output_content(self, kind: str, role: str, completion_id: str, extra: dict[str, Any]) -> str:
         content_id = str(uuid.uuid4())
         self._emit("contentStart", {"completionId": completion_id, "contentId": content_id,
                                     "type": kind, "role": role, **extra})
         return content_id
 
     def _text_block(self, role: str, stage: str, text: str, stop: str, completion_id: str) -> None:
-        content_id = self._content_start("TEXT", role, completion_id, {
+        content_id = self._start_output_content("TEXT", role, completion_id, {
             "additionalModelFields": json.dumps({"generationStage": stage}),
             "textOutputConfiguration": {"mediaType": "text/plain"}})
         self._emit("textOutput", {"completionId": completion_id, "contentId": content_id,
@@ -388,7 +388,7 @@ class ModelSession:
                                   "type": "TEXT", "stopReason": stop})
 
     def _audio_block(self, pcm: bytes, completion_id: str) -> None:
-        content_id = self._content_start("AUDIO", "ASSISTANT", completion_id, {
+        content_id = self._start_output_content("AUDIO", "ASSISTANT", completion_id, {
             "audioOutputConfiguration": {"mediaType": "audio/lpcm", "sampleRateHertz": OUTPUT_RATE,
                                          "sampleSizeBits": 16, "channelCount": 1, "encoding": "base64"}})
         step = AUDIO_OUTPUT_CHUNK_SAMPLES * 2

@@ -62,6 +62,7 @@ class SessionRecord:
     """Everything one stream sent, in order, for tests to inspect."""
 
     model_id: str = ""
+    region: str = ""  # from the request's credential scope
     events: list[str] = field(default_factory=list)  # input event names in arrival order
     session_start: dict[str, Any] = field(default_factory=dict)
     prompt_start: dict[str, Any] = field(default_factory=dict)

@@ -435,14 +435,14 @@ class _Session:
             status, details = "completed", None
             spoken_ms, text = 0, ""
             if isinstance(answer, Reply):
-                spoken_ms = await self._speak(active, answer, answer.audio_ms)
+                spoken_ms = await self._speak(active, answer)
                 text = answer.text
             elif isinstance(answer, FunctionCall):
                 await self._call(active, answer)
                 text = answer.arguments
             else:
                 if answer.partial_audio_ms:
-                    spoken_ms = await self._speak(active, Reply("...", answer.partial_audio_ms), answer.partial_audio_ms)
+                    spoken_ms = await self._speak(active, Reply("...", answer.partial_audio_ms))
                 if not active.cancel.is_set():
                     await self._error(answer.code, answer.message, type=answer.type)
                     status, details = "failed", {"type": "failed", "error": {"type": answer.type,
@@ -477,8 +477,9 @@ class _Session:
                           "output_index": index, "item": item})
         await self._send({"type": "conversation.item.done", "item": item})
 
-    async def _speak(self, active: _Active, reply: Reply, audio_ms: int) -> int:
+    async def _speak(self, active: _Active, reply: Reply) -> int:
         """One assistant audio item; returns the ms of audio sent before any cancel."""
+        audio_ms = reply.audio_ms
         item_id = self._id("item")
         item: dict[str, Any] = {"id": item_id, "object": "realtime.item", "type": "message", "status": "in_progress",
                                 "role": "assistant", "content": []}

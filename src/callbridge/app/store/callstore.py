@@ -280,11 +280,14 @@ class CallStore:
         return None if call_id is None else self.get_call(call_id)
 
     def list_calls(self, *, limit: int = 50, offset: int = 0, status: str | None = None) -> list[dict[str, Any]]:
-        """Newest first; each item has the column fields only (no events, transcript or extra)."""
-        if not 0 < limit <= MAX_LIST_LIMIT:
-            raise ValueError(f"list_calls: limit must be 1..{MAX_LIST_LIMIT}, got {limit}")
-        if offset < 0:
-            raise ValueError(f"list_calls: offset must be >= 0, got {offset}")
+        """Newest first; each item has the column fields only (no events, transcript or extra).
+
+        Out-of-range paging is clamped, not an error: limit to 0..MAX_LIST_LIMIT, offset to >= 0.
+        """
+        limit = min(max(int(limit), 0), MAX_LIST_LIMIT)
+        offset = max(int(offset), 0)
+        if limit == 0:
+            return []
         query = sa.select(*(calls.c[name] for name in CALL_COLUMNS))
         if status is not None:
             query = query.where(calls.c.status == status)
