@@ -70,6 +70,27 @@ def greeting_for(definition: AgentDefinition, context: HandoffContext, language:
     return f"{OPENING.get(language, OPENING['en'])} {lines.get(context.reason or '', DEFAULT_LINE.get(language, DEFAULT_LINE['en']))}"
 
 
+def cloud_factory(provider: str, options: dict[str, Any]) -> Callable[[], RealtimeBackend]:
+    """A maker of sessions for a cloud provider; bad options fail here, at start-up, not mid-call."""
+    if provider == "nova_sonic":
+        from .providers.nova_sonic import NovaSonicBackend, NovaSonicConfig
+        nova = _provider_config(NovaSonicConfig, provider, options)
+        return lambda: NovaSonicBackend(nova)
+    if provider == "openai_realtime":
+        from .providers.openai_realtime import OpenAIRealtimeBackend, OpenAIRealtimeConfig
+        openai = _provider_config(OpenAIRealtimeConfig, provider, options)
+        return lambda: OpenAIRealtimeBackend(openai)
+    raise ValueError(f"unknown agent provider {provider!r}; expected one of {', '.join(PROVIDERS)}")
+
+
+def _provider_config(kind: type, provider: str, options: dict[str, Any]) -> Any:
+    known = set(kind.__dataclass_fields__)
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise ValueError(f"{provider}: unknown setting {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    return kind(**options)
+
+
 class AgentDesk:
     def __init__(self, agents: dict[str, AgentDefinition], *, transcriber: Any, operator_uri: str,
                  orders_db: OrdersDb | None = None) -> None:
@@ -145,13 +166,7 @@ class AgentDesk:
                                language: str) -> Callable[[], RealtimeBackend]:
         if definition.provider == "local":
             return await self._local_factory(definition, language)
-        if definition.provider == "nova_sonic":
-            from .providers.nova_sonic import nova_sonic_factory
-            return nova_sonic_factory(definition.options)
-        if definition.provider == "openai_realtime":
-            from .providers.openai_realtime import openai_realtime_factory
-            return openai_realtime_factory(definition.options)
-        raise ValueError(f"unknown agent provider {definition.provider!r}; expected one of {', '.join(PROVIDERS)}")
+        return cloud_factory(definition.provider, definition.options)
 
     async def _local_factory(self, definition: AgentDefinition, language: str) -> Callable[[], RealtimeBackend]:
         brain = None

@@ -22,6 +22,8 @@ def conversation_turns(transcript: list[dict[str, Any]]) -> list[dict[str, str]]
     for entry in transcript:
         role = ROLE_FOR_ENTRY.get(entry.get("role", ""))
         text = (entry.get("text") or "").strip()
+        if entry.get("cut_by_error"):
+            continue  # the start of an answer a failing provider never finished
         if role is not None and text:
             turns.append({"role": role, "text": text})
     return turns

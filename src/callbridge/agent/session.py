@@ -370,7 +370,7 @@ class AgentSession:
         self._recovering = True
         self._buffer = []
         self._retire(failed)
-        unanswered = self._unanswered_user_turn()
+        unanswered = self._unanswered_user_turn(cut_short=self._agent_busy)
         turns = conversation_turns(self.transcript)
         if unanswered is not None and turns and turns[-1]["role"] == "user":
             turns = turns[:-1]  # asked again below, so the new session answers it
@@ -396,12 +396,19 @@ class AgentSession:
         if unanswered is not None:
             link.backend.send_text(unanswered)
 
-    def _unanswered_user_turn(self) -> str | None:
+    def _unanswered_user_turn(self, *, cut_short: bool) -> str | None:
+        """The caller's last words if no complete answer followed them.
+
+        ``cut_short``: the session failed mid-answer, so an agent entry after
+        those words is only the start of an answer the caller never got."""
         for entry in reversed(self.transcript):
             role = entry.get("role")
             if role == "agent":
-                return None
-            if role == "user":
+                if not cut_short:
+                    return None
+                entry["cut_by_error"] = True
+                cut_short = False  # only the answer in progress was cut
+            elif role == "user":
                 return entry.get("text") or None
         return None
 

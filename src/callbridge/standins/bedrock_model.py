@@ -84,7 +84,7 @@ class ModelSession:
         self.record = record
         self.closed = False
         self._out: list[Outbound] = []
-        self._steps: list[Step] = list(script.turns)
+        self._steps: list[Step] = script.turns if script.shared_turns else list(script.turns)
         self._expires_at = None if script.session_limit_s is None else now + script.session_limit_s
         self._prompt_name: str | None = None
         self._contents: dict[str, _Content] = {}

@@ -55,6 +55,9 @@ class BedrockScript:
     end_of_turn_ms: int = 300  # quiet after speech that ends a caller turn (Nova: 1.5-2 s)
     session_limit_s: float | None = None  # Bedrock's 8 minutes, shortened for tests
     credentials: dict[str, str] = field(default_factory=lambda: {DEFAULT_ACCESS_KEY: DEFAULT_SECRET_KEY})
+    # True: one conversation across sessions, as a renewed session continues it;
+    # False: every session starts the script from its first turn
+    shared_turns: bool = False
 
 
 @dataclass(slots=True)

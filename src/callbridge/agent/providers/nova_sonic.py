@@ -53,6 +53,7 @@ DEFAULT_REGION = "us-east-1"
 SESSION_LIMIT_S = 480.0  # Bedrock closes a bidirectional stream after 8 minutes
 OPEN_TIMEOUT_S = 15.0  # until Bedrock answers the request (403 arrives here)
 CLOSE_TIMEOUT_S = 3.0  # for the closing events to go out and the stream to end
+ABORT_TIMEOUT_S = 0.5  # a stream that failed has nothing left to send: do not hold the caller for it
 DTMF_TEXT = "The caller pressed {digit}"
 GREETING_TEXT = 'Greet the caller now by saying exactly: "{greeting}"'
 ROLES = {"user": "USER", "assistant": "ASSISTANT"}
@@ -198,13 +199,15 @@ class NovaSonicBackend:
 
     async def _abort(self) -> None:
         self._closed = True
-        if self._writer is not None:
-            self._writer.cancel()
-            await asyncio.gather(self._writer, return_exceptions=True)
+        # Bounded: on a connection that never came up, the SDK's close can wait forever.
         try:
-            await self._stream.input_stream.close()
-        except Exception as exc:
-            log.debug("aborting Nova Sonic input stream: %s", exc)
+            async with asyncio.timeout(ABORT_TIMEOUT_S):
+                if self._writer is not None:
+                    self._writer.cancel()
+                    await asyncio.gather(self._writer, return_exceptions=True)
+                await self._stream.input_stream.close()
+        except Exception as exc:  # noqa: BLE001 - aborting: nothing more to save
+            log.debug("aborting Nova Sonic input stream: %r", exc)
         self._events.put_nowait(None)
 
     async def _settle(self, task: asyncio.Task[None]) -> None:

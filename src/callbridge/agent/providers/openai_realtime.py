@@ -240,6 +240,7 @@ class OpenAIRealtimeBackend:
     async def close(self) -> None:
         if self._closed:
             return
+        self._flush_audio()  # the caller's last few milliseconds belong to this session too
         self._closed = True
         for timer in (self._flush_timer, self._key_timer):
             if timer is not None:
