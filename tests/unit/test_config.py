@@ -46,6 +46,12 @@ inbound_trunks:
         ("media:\n  dtmf_inband: sometimes\n", 2, "'auto', 'always' or 'never'"),
         ("media:\n  codecs: [PCMU]\n  music_on_hold: /nonexistent/hold.wav\n", 3, "cannot read /nonexistent/hold.wav"),
         ("media:\n  music_on_hold: /etc/passwd\n", 2, "not a RIFF/WAVE file"),
+        ("agents:\n  - name: a\n    provider: nova_sonic\n    nova_sonic: {regoin: us-east-1}\n", 4,
+         "unknown setting regoin"),
+        ("agents:\n  - name: a\n    openai_realtime: {voice: marin}\n", 2, "provider is local"),
+        ("agents:\n  - name: a\n    provider: openai_realtime\n    openai_realtime: {audio_format: opus}\n", 4,
+         "audio_format"),
+        ("agents:\n  - name: a\n    llm: {base_url: ftp://x, model: m}\n", 3, "should match pattern"),
     ],
 )
 def test_errors_name_the_line(tmp_path, text, line, fragment):

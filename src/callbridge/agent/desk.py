@@ -88,7 +88,10 @@ def _provider_config(kind: type, provider: str, options: dict[str, Any]) -> Any:
     unknown = sorted(set(options) - known)
     if unknown:
         raise ValueError(f"{provider}: unknown setting {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-    return kind(**options)
+    try:
+        return kind(**options)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{provider}: {exc}") from None
 
 
 class AgentDesk:

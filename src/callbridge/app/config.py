@@ -208,7 +208,7 @@ class AgentConfig(_Strict):
                              "acknowledge and hold; nova_sonic: Amazon Nova Sonic; openai_realtime: OpenAI Realtime")
     intents: Path | None = Field(None, description="intents file for the local engine; default: the demo's")
     llm: LlmConfig | None = Field(None, description="local engine: an OpenAI-compatible chat model instead of intents")
-    silence_ms: int = Field(600, ge=200, le=3000, description="quiet that ends the caller's turn")
+    silence_ms: int = Field(500, ge=200, le=3000, description="quiet that ends the caller's turn")
     language: str | None = Field(None, description="the language it speaks; default: the caller's IVR choice")
     max_session_s: float | None = Field(None, gt=0, description="local engine: renew its session this often (demo)")
     nova_sonic: dict[str, Any] = Field(default_factory=dict, description="Nova Sonic settings (docs/NOVA_SONIC.md)")
@@ -217,6 +217,17 @@ class AgentConfig(_Strict):
         "transfer", description="when the provider stays down: apologise, then transfer to the operator or hold")
     dispatch: Literal["auto", "explicit"] = Field(
         "auto", description="auto: IVR handoffs may reach it; explicit: only POST /api/dispatch starts it")
+
+    @model_validator(mode="after")
+    def _provider_settings(self) -> "AgentConfig":
+        from ..agent.desk import cloud_factory  # the providers' own settings classes are the schema
+        for provider, options in (("nova_sonic", self.nova_sonic), ("openai_realtime", self.openai_realtime)):
+            if options and self.provider != provider:
+                raise ValueError(f"{provider} settings given, but the provider is {self.provider}")
+        if self.provider in ("nova_sonic", "openai_realtime"):
+            cloud_factory(self.provider, dict(self.nova_sonic if self.provider == "nova_sonic"
+                                              else self.openai_realtime))
+        return self
 
 
 class ApiConfig(_Strict):

@@ -17,6 +17,7 @@ from .auth import BearerAuth
 from .dispatch import DispatchError, parse_dispatch, wait_for_answer
 from .events import SSE_KEEPALIVE, sse_frame
 from .gctuning import GC_MONITOR
+from .registrations import registration_routes
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 
 log = logging.getLogger("callbridge.http")
@@ -71,6 +72,8 @@ def build_http_app(server: "Server") -> BearerAuth:
             "pacer": {"slot_runs": stats.slot_runs, "late_p50_ms": stats.late_p50_ms,
                       "late_p99_ms": stats.late_p99_ms, "late_max_ms": round(stats.late_max_ms, 2),
                       "resyncs": stats.resyncs},
+            "call_tasks": server.calls.task_count,
+            "asyncio_tasks": sorted(task.get_name() for task in asyncio.all_tasks()),
             "gc": {"collections": GC_MONITOR.collections,
                    "max_pause_ms": [round(p, 2) for p in GC_MONITOR.max_pause_ms]},
         })
@@ -225,6 +228,7 @@ def build_http_app(server: "Server") -> BearerAuth:
         Route("/api/calls/{call_id}/unhold", hold_handler(False), methods=["POST"]),
         Route("/api/calls/{call_id}/recording", call_recording),
         Route("/api/calls/{call_id}/dtmf", send_dtmf, methods=["POST"]),
+        *registration_routes(lambda: server.registrations),
     ])
     return BearerAuth(app, server.config.api.token or server.api_token)
 

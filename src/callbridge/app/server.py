@@ -27,6 +27,7 @@ from .config import Config
 from ..speech.prompts import PromptCache
 from .gctuning import collect_periodically, tune_gc_for_media
 from .http import build_http_app
+from .registrations import RegistrationManager, start_registrations
 from ..agent.demo_orders import OrdersDb
 from ..agent.desk import AgentDesk
 from .agents import agent_definitions
@@ -145,6 +146,7 @@ class Server:
         self._http_task: asyncio.Task | None = None
         self.bound: BoundPorts | None = None
         self._gc_task: asyncio.Task | None = None
+        self.registrations: RegistrationManager | None = None
 
     def _demo_token(self) -> str | None:
         """An API on a public address needs a token: make one up when none is configured.
@@ -270,6 +272,7 @@ class Server:
             ssl_context = server_context(str(server.tls.cert), str(server.tls.key))
         await self.endpoint.start(server.host, udp_port=server.sip_port, tcp_port=server.sip_port,
                                   tls_port=server.sips_port if ssl_context else None, ssl_context=ssl_context)
+        self.registrations = start_registrations(self.config, self.endpoint)
         transports = self.endpoint.transports
         http_config = uvicorn.Config(build_http_app(self), host=server.host, port=server.http_port,
                                      log_config=None, access_log=False, lifespan="off")
@@ -299,6 +302,8 @@ class Server:
         if self._gc_task is not None:
             self._gc_task.cancel()
         self.bus.close()  # event streams end, so the HTTP server can stop
+        if self.registrations is not None:
+            await self.registrations.close()  # RFC 3261 §10.2.2: remove our bindings
         await self.calls.close()
         await self.journal.close()  # every event and final record written
         if self.outbox is not None:

@@ -486,8 +486,10 @@ class CallManager:
     def _hangup_leg(self, call: Call, reason: str) -> None:
         if call.status is CallStatus.HANGUP:
             return
-        self._act(lambda now: self.ua.bye(call.leg.session, now))
+        # Finish first: the UA reports our own BYE back as CallEnded("local_bye"),
+        # which must not overwrite the reason we hang up for.
         self._finish(call, reason)
+        self._act(lambda now: self.ua.bye(call.leg.session, now))
 
     def _finish(self, call: Call, reason: str) -> None:
         if call.status is CallStatus.HANGUP:

@@ -95,6 +95,10 @@ class OpenAIRealtimeConfig:
     history_limits: HistoryLimits = OPENAI_HISTORY_LIMITS
     dtmf_pause_s: float = DTMF_PAUSE_S
 
+    def __post_init__(self) -> None:
+        if self.audio_format not in AUDIO_FORMATS:
+            raise ValueError(f"audio_format must be one of {', '.join(AUDIO_FORMATS)}, not {self.audio_format!r}")
+
     def endpoint(self) -> str:
         separator = "&" if "?" in self.url else "?"
         return f"{self.url}{separator}model={quote(self.model, safe='')}"
