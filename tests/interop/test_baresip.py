@@ -174,5 +174,5 @@ def test_digits_we_send_reach_baresip_as_rfc4733(server, tmp_path):
     # 100 ms per digit at 20 ms per packet: 4 updates, then the end packet three times.
     assert call["media"]["dtmf_sent"] == 2 * 7
     assert any(e["type"] == "dtmf_sent" and e["digits"] == "4#" for e in call["events"])
-    status, _ = server.post(f"/api/calls/{call['id']}/dtmf", {"digits": "x"})
-    assert status == 422  # not a DTMF digit, and the call is over anyway
+    status, body = server.post(f"/api/calls/{call['id']}/dtmf", {"digits": "4"})
+    assert status == 409 and body["error"] == "the call has ended", body

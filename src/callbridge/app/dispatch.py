@@ -14,7 +14,7 @@ import json
 import logging
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..call.call import Call, CallStatus
 from ..call.manager import CallManager
@@ -25,6 +25,9 @@ from ..sip.address import Address
 from ..sip.errors import SipParseError
 from ..sip.uri import SipUri, parse_uri
 from .config import Config, OutboundTrunk
+
+if TYPE_CHECKING:
+    from .trunk_directory import TrunkDirectory
 
 log = logging.getLogger("callbridge.dispatch")
 
@@ -43,13 +46,17 @@ DEFAULT_LANGUAGE = "en"
 
 
 class DispatchError(ValueError):
+    """A request field the API rejects: answered 422 as {"error", "field", "reason"}."""
+
+    summary = "invalid dispatch request"  # the "error" text; other APIs' subclasses name their own
+
     def __init__(self, field_path: str, reason: str) -> None:
         super().__init__(f"{field_path}: {reason}")
         self.field = field_path
         self.reason = reason
 
     def to_json(self) -> dict[str, str]:
-        return {"error": "invalid dispatch request", "field": self.field, "reason": self.reason}
+        return {"error": self.summary, "field": self.field, "reason": self.reason}
 
 
 @dataclass(frozen=True)
@@ -91,8 +98,10 @@ class DispatchRequest:
                 "headers": self.headers, "context": self.context}
 
 
-def parse_dispatch(body: object, config: Config) -> DispatchRequest:
-    """Validate a dispatch request body; raise DispatchError naming the first bad field."""
+def parse_dispatch(body: object, config: Config, trunks: TrunkDirectory | None = None) -> DispatchRequest:
+    """Validate a dispatch request body; raise DispatchError naming the first bad field.
+
+    ``trunks`` (config and API trunks) answers ``sip_trunk_id``; without it, the config's trunks do."""
     if not isinstance(body, dict):
         raise DispatchError("body", "must be a JSON object")
     agent_name = _string(body, "agent_name", "agent_name")
@@ -111,7 +120,8 @@ def parse_dispatch(body: object, config: Config) -> DispatchRequest:
     if not isinstance(metadata, dict):
         raise DispatchError("metadata", "required: an object with sip_call_to, sip_trunk_id, participant_identity")
     trunk_id = _string(metadata, "sip_trunk_id", "metadata.sip_trunk_id")
-    trunk = next((t for t in config.outbound_trunks if t.name == trunk_id), None)
+    lookup = trunks.outbound if trunks is not None else {t.name: t for t in config.outbound_trunks}.get
+    trunk = lookup(trunk_id)
     if trunk is None:
         raise DispatchError("metadata.sip_trunk_id", f"unknown trunk {trunk_id!r}")
     call_to = _string(metadata, "sip_call_to", "metadata.sip_call_to")

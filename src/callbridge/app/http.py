@@ -18,6 +18,7 @@ from .dispatch import DispatchError, parse_dispatch, wait_for_answer
 from .events import SSE_KEEPALIVE, sse_frame
 from .gctuning import GC_MONITOR
 from .registrations import registration_routes
+from .trunk_api import trunk_routes
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 
 log = logging.getLogger("callbridge.http")
@@ -49,6 +50,14 @@ def build_http_app(server: "Server") -> BearerAuth:
         if server.store is None:
             return None
         return await server.store.get_call(call_id)
+
+    async def not_live(request: Request) -> JSONResponse:
+        """An action on a call that is not in memory: 409 if it has ended, 404 if it never was."""
+        record = await find_record(request.path_params["call_id"])
+        if record is None:
+            return no_such_call()
+        return JSONResponse({"error": "the call has ended", "status": record.get("status"),
+                             "end_reason": record.get("end_reason")}, status_code=409)
 
     async def healthz(request: Request) -> JSONResponse:
         # 200 only once SIP listens and media is ready: load balancers rely on it.
@@ -88,7 +97,7 @@ def build_http_app(server: "Server") -> BearerAuth:
     async def send_dtmf(request: Request) -> JSONResponse:
         call = find_call(request)
         if call is None:
-            return no_such_call()
+            return await not_live(request)
         digits = await _field(request, "digits")
         stream = call.leg.stream
         if not isinstance(digits, str) or not digits or stream is None or stream.closed:
@@ -105,7 +114,7 @@ def build_http_app(server: "Server") -> BearerAuth:
         async def handler(request: Request) -> JSONResponse:
             call = find_call(request)
             if call is None:
-                return no_such_call()
+                return await not_live(request)
             try:
                 server.calls.hold(call) if hold else server.calls.unhold(call)
             except ValueError as exc:
@@ -148,7 +157,7 @@ def build_http_app(server: "Server") -> BearerAuth:
 
     async def dispatch(request: Request) -> JSONResponse:
         try:
-            job = parse_dispatch(await _json(request), server.config)
+            job = parse_dispatch(await _json(request), server.config, server.trunk_directory)
         except DispatchError as exc:
             log.info("dispatch rejected", extra={"field": exc.field, "reason": exc.reason})
             return JSONResponse(exc.to_json(), status_code=422)
@@ -188,7 +197,7 @@ def build_http_app(server: "Server") -> BearerAuth:
     async def transfer_call(request: Request) -> JSONResponse:
         call = find_call(request)
         if call is None:
-            return no_such_call()
+            return await not_live(request)
         target = await _field(request, "target")
         if not isinstance(target, str) or not target.startswith(("sip:", "sips:")):
             return JSONResponse({"error": "target must be a sip: URI", "field": "target"}, status_code=422)
@@ -197,8 +206,11 @@ def build_http_app(server: "Server") -> BearerAuth:
 
     async def hangup_call(request: Request) -> JSONResponse:
         call = find_call(request)
-        if call is None:
-            return no_such_call()
+        if call is None:  # hanging up an ended call changes nothing: say how it ended
+            record = await find_record(request.path_params["call_id"])
+            if record is None:
+                return no_such_call()
+            return JSONResponse({"status": record.get("status"), "end_reason": record.get("end_reason")})
         if call.status is not CallStatus.HANGUP:
             server.calls.hangup(call)
         return JSONResponse({"status": call.status.value, "end_reason": call.end_reason})
@@ -229,6 +241,7 @@ def build_http_app(server: "Server") -> BearerAuth:
         Route("/api/calls/{call_id}/recording", call_recording),
         Route("/api/calls/{call_id}/dtmf", send_dtmf, methods=["POST"]),
         *registration_routes(lambda: server.registrations),
+        *trunk_routes(server.trunk_directory),
     ])
     return BearerAuth(app, server.config.api.token or server.api_token)
 

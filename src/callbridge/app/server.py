@@ -15,7 +15,6 @@ from dataclasses import dataclass
 import uvicorn
 
 from ..call.manager import CallManager, MediaPolicy
-from ..call.trunks import InboundTrunkPolicy, TrunkTable
 from ..media.diskwriter import BackgroundFileWriter
 from ..media.pacer import MediaPacer
 from ..media.wavfile import scan_and_repair
@@ -23,7 +22,7 @@ from ..rtp.ports import PortAllocator
 from ..sip.endpoint import SipEndpoint
 from ..sip.tls import server_context
 from ..sip.useragent import UserAgent, UserAgentConfig
-from .config import Config
+from .config import Config, InboundTrunk
 from ..speech.prompts import PromptCache
 from .gctuning import collect_periodically, tune_gc_for_media
 from .http import build_http_app
@@ -42,6 +41,7 @@ from .journal import CallJournal
 from .metrics import CallMetrics
 from .phoneline import PhoneLineApp, hands_off, listens_for_speech, load_flows, static_prompts
 from .routing import Router
+from .trunk_directory import TrunkDirectory
 
 log = logging.getLogger("callbridge.server")
 
@@ -100,15 +100,9 @@ class Server:
         self.endpoint = SipEndpoint(self.ua, self._on_sip_event)
         self.pacer = MediaPacer()
         self.ports = PortAllocator(config.media.rtp_port_min, config.media.rtp_port_max)
-        trunks = TrunkTable([
-            InboundTrunkPolicy(
-                name=t.name, numbers=t.numbers,
-                networks=[ipaddress.ip_network(c, strict=False) for c in t.allowed_cidrs],
-                username=t.auth.username if t.auth else None, password=t.auth.password if t.auth else None,
-                realm=t.auth.realm if t.auth else "callbridge", flow=t.flow,
-                algorithms=tuple(t.auth.algorithms) if t.auth else ("MD5", "SHA-256"))
-            for t in config.inbound_trunks
-        ])
+        # Config trunks now, API trunks from the store at start; it keeps the manager's table current.
+        self.trunk_directory = TrunkDirectory(config)
+        trunks = self.trunk_directory.table
         media = config.media
         self.recordings_dir = server.data_dir.resolve() / "recordings" if media.record else None
         self.recording_io = BackgroundFileWriter() if media.record else None
@@ -140,8 +134,9 @@ class Server:
         self.dispatcher = OutboundRunner(self.calls, start_agent=self.agents, prompts=self.prompts,
                                          transcriber=self._get_transcriber, dial=self._dial)
         self.api_token = config.api.token or self._demo_token()
-        router = self.router = Router(config)
-        self.calls.router = lambda call: router.flow_for(call.trunk, call.called)
+        self.router = Router(config)
+        self.calls.router = lambda call: self.router.flow_for(call.trunk, call.called)
+        self.trunk_directory.on_inbound_change = self._reroute
         self._http: uvicorn.Server | None = None
         self._http_task: asyncio.Task | None = None
         self.bound: BoundPorts | None = None
@@ -172,6 +167,10 @@ class Server:
             return
         await self.agents(name, io, context)
 
+    def _reroute(self, inbound_trunks: list[InboundTrunk]) -> None:
+        # API inbound trunks bring their own flow and routes: new calls route with them.
+        self.router = Router(self.config.model_copy(update={"inbound_trunks": inbound_trunks}))
+
     def _on_sip_event(self, event) -> None:
         self.calls.on_sip_event(event)
 
@@ -194,7 +193,7 @@ class Server:
 
     async def _dial(self, target: str, trunk_name: str | None):
         """An outbound leg, through a named trunk when given (numbers need one)."""
-        trunk = next((t for t in self.config.outbound_trunks if t.name == trunk_name), None)
+        trunk = self.trunk_directory.outbound(trunk_name)
         if trunk is None:
             return await self.calls.dial(target)
         user = target.removeprefix("sip:").split("@", 1)[0]
@@ -252,6 +251,7 @@ class Server:
             for path in scan_and_repair(self.recordings_dir):
                 log.warning("repaired recording after an unclean shutdown", extra={"path": str(path)})
         await self._open_store()
+        await self.trunk_directory.load(self.store)
         self.journal.start()
         self._warn_explicit_handoffs()
         if self.config.prompts.prerender:
@@ -272,7 +272,8 @@ class Server:
             ssl_context = server_context(str(server.tls.cert), str(server.tls.key))
         await self.endpoint.start(server.host, udp_port=server.sip_port, tcp_port=server.sip_port,
                                   tls_port=server.sips_port if ssl_context else None, ssl_context=ssl_context)
-        self.registrations = start_registrations(self.config, self.endpoint)
+        # API outbound trunks with register: too (those added later register at the next start).
+        self.registrations = start_registrations(self.trunk_directory.config_view(), self.endpoint)
         transports = self.endpoint.transports
         http_config = uvicorn.Config(build_http_app(self), host=server.host, port=server.http_port,
                                      log_config=None, access_log=False, lifespan="off")
