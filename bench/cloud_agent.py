@@ -16,7 +16,10 @@ on a G.711 call.
    minus the median of the other turns.
 2. **CPU per call.** N concurrent calls talking for a while without renewal;
    this process's CPU time (the session, resampling, the adapter and the SDK,
-   all threads) per call, as a percentage of one core.
+   all threads) per call, as a percentage of one core, after a warm-up call
+   (imports). The same calls against a back end that says nothing give the
+   cost of the in-process call clock and caller; the difference is what the
+   cloud provider path costs (the RTP side is measured by rtp_echo.py).
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from callbridge.agent.realtime import SessionSetup  # noqa: E402
+from callbridge.agent.realtime import HistoryLimits, SessionSetup  # noqa: E402
 from callbridge.agent.session import AgentSession  # noqa: E402
 from callbridge.agent.tools import ToolContext, ToolRegistry  # noqa: E402
 from tests.support.agent_call import CallSide, PacedStream, talk, tone  # noqa: E402
@@ -160,13 +163,55 @@ async def handover(kind: str, endpoint: str, limit: float, turns: int) -> dict:
             "handover_ms_max": max((r["handover_ms"] for r in renewals), default=0.0)}
 
 
-async def cpu(kind: str, endpoint: str, calls: int, turns: int) -> dict:
-    open_backend = opener(kind, endpoint, 0)
+class SilentBackend:
+    """Takes the caller's audio and says nothing: what the call clock itself costs."""
+
+    input_rate = output_rate = CALL_RATE
+    max_session_s = None
+    history_limits = HistoryLimits()
+
+    async def start(self, setup: SessionSetup) -> None:
+        self._done = asyncio.Event()
+
+    def send_audio(self, pcm: np.ndarray) -> None:
+        pass
+
+    def send_dtmf(self, digit: str) -> None:
+        pass
+
+    def send_text(self, text: str) -> None:
+        pass
+
+    def send_tool_result(self, call_id: str, result: str) -> None:
+        pass
+
+    def interrupted(self, turn_id: str, heard_text: str, heard_ms: int) -> None:
+        pass
+
+    async def events(self):
+        await self._done.wait()
+        return
+        yield
+
+    async def close(self) -> None:
+        self._done.set()
+
+
+async def cpu_of(open_backend, calls: int, turns: int) -> tuple[float, int]:
+    """% of one core per call over ``calls`` concurrent calls, and turns that got no answer."""
+    await one_call(open_backend, 2)  # warm up: imports, first TLS context
     cpu0, wall0 = time.process_time(), time.monotonic()
     results = await asyncio.gather(*(one_call(open_backend, turns) for _ in range(calls)))
     used, wall = time.process_time() - cpu0, time.monotonic() - wall0
     missed = sum(1 for _ends, latencies, _r in results for v in latencies if v != v)
-    return {"calls": calls, "seconds": wall, "cpu_pct_per_call": 100 * used / wall / calls, "missed": missed}
+    return 100 * used / wall / calls, missed
+
+
+async def cpu(kind: str, endpoint: str, calls: int, turns: int) -> dict:
+    gross, missed = await cpu_of(opener(kind, endpoint, 0), calls, turns)
+    clock, _ = await cpu_of(SilentBackend, calls, turns)
+    return {"calls": calls, "cpu_pct_per_call": gross, "clock_pct_per_call": clock,
+            "provider_pct_per_call": gross - clock, "missed": missed}
 
 
 async def main() -> None:
@@ -188,7 +233,7 @@ async def main() -> None:
             os.environ["SSL_CERT_FILE"] = str(certs / "ca.pem")
             try:
                 row = {"provider": kind, **await handover(kind, endpoint, args.limit, args.turns)}
-                row.update(await cpu(kind, steady_endpoint, args.calls, max(8, args.turns // 3)))
+                row.update(await cpu(kind, steady_endpoint, args.calls, args.turns))
             finally:
                 for process in (renewing, steady):
                     process.terminate()
@@ -198,11 +243,12 @@ async def main() -> None:
         print(json.dumps(rows, indent=2))
         return
     print("| provider | turns | renewals | turn latency p50 ms | handover extra p50 ms | extra p95 ms "
-          "| concurrent calls | CPU % of a core per call |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+          "| concurrent calls | CPU % per call: all | call clock | provider path |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         print(f"| {r['provider']} | {r['turns']} | {r['renewals']} | {r['baseline_p50']:.0f} | "
-              f"{r['extra_p50']:.0f} | {r['extra_p95']:.0f} | {r['calls']} | {r['cpu_pct_per_call']:.2f} |")
+              f"{r['extra_p50']:.0f} | {r['extra_p95']:.0f} | {r['calls']} | {r['cpu_pct_per_call']:.2f} | "
+              f"{r['clock_pct_per_call']:.2f} | {r['provider_pct_per_call']:.2f} |")
 
 
 if __name__ == "__main__":

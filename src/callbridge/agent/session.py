@@ -60,7 +60,7 @@ from .tools import ToolContext, ToolRegistry
 
 log = logging.getLogger("callbridge.agent")
 
-VOICE_RMS = 500  # int16 RMS (~-36 dBFS) above which a caller frame counts as speech, for turn boundaries
+VOICE_PEAK = 1000  # int16 peak (~-30 dBFS) above which a caller frame counts as speech, for turn boundaries
 CALLER_QUIET_S = 0.3  # caller silence that makes a turn boundary
 UNANSWERED_WAIT_S = 3.0  # a caller noise the provider never answered stops blocking a renewal after this
 
@@ -185,7 +185,7 @@ class AgentSession:
     def _hear(self, pcm: np.ndarray) -> None:
         if self._to_backend is not None:
             pcm = self._to_backend.process(pcm)
-        if len(pcm) and float(np.sqrt(np.mean(pcm.astype(np.float32) ** 2))) > VOICE_RMS:
+        if len(pcm) and int(pcm.max()) > VOICE_PEAK:  # the positive peak: cheap, and enough to tell a pause
             self._caller_voice_at = time.monotonic()
         if self._buffer is not None:
             self._buffer.append(pcm)

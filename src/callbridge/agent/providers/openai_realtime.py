@@ -70,8 +70,8 @@ OPENAI_HISTORY_LIMITS = HistoryLimits(total_bytes=48_000, message_bytes=8_000)  
 
 SETUP_TIMEOUT_S = 10.0  # connect + session.created + session.updated
 CLOSE_TIMEOUT_S = 2.0
-AUDIO_BATCH_MS = 40  # one append per ~40 ms: fewer, larger JSON frames without adding real latency
-AUDIO_MAX_WAIT_S = 0.02  # a partial batch still leaves within 20 ms
+AUDIO_BATCH_MS = 60  # one append per 60 ms: a third of the frames, well inside server VAD's 500 ms
+AUDIO_MAX_WAIT_S = 0.06  # a partial batch still leaves within 60 ms
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024  # audio deltas are large; websockets' 1 MiB default is too small
 DTMF_PAUSE_S = 2.0
 DTMF_END = "#"
