@@ -143,8 +143,9 @@ class AgentDesk:
         policy = SessionPolicy(**{**policy.__dict__, "filler_text": FILLER.get(language, policy.filler_text),
                                   "apology_text": APOLOGY.get(language, policy.apology_text)})
 
-        async def say(text: str) -> None:
+        async def say(text: str) -> None:  # the session's filler and apology, in the caller's language
             await io.say(text, language=language, voice=None)
+            io.record("agent_notice", text=text)  # noted once played, so the record shows it was heard
 
         session = AgentSession(io, open_backend, ToolRegistry(), tool_context, io.call.transcript,
                                policy=policy, say=say)
