@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
@@ -33,32 +32,13 @@ from callbridge.agent.realtime import (
 from callbridge.standins.bedrock import BedrockStandin
 from callbridge.standins.bedrock_script import (DEFAULT_ACCESS_KEY, DEFAULT_SECRET_KEY, BedrockScript, CallTool,
                                                 Fail, Say)
-from callbridge.standins.certs import StandinCertificates, make_certificates
+from callbridge.standins.certs import StandinCertificates
 
-HAVE_OPENSSL = shutil.which("openssl") is not None
 EVENT_TIMEOUT_S = 5.0
 SPEECH_AMPLITUDE = 6000
 TOOLS = [{"type": "function", "function": {
     "name": "lookup_order", "description": "Find an order by number",
     "parameters": {"type": "object", "properties": {"order": {"type": "string"}}, "required": ["order"]}}}]
-
-@pytest.fixture(scope="module")
-def certs(tmp_path_factory: pytest.TempPathFactory) -> StandinCertificates:
-    if not HAVE_OPENSSL:  # a missing tool is a failure, never a skip
-        pytest.fail("openssl is not installed; scripts/setup.sh --test installs it")
-    return make_certificates(tmp_path_factory.mktemp("bedrock-certs"))
-
-
-@pytest.fixture(autouse=True)
-def aws_env(monkeypatch: pytest.MonkeyPatch, certs: StandinCertificates) -> None:
-    # awscrt reads SSL_CERT_FILE when a client TLS context is made: the adapter makes one per start().
-    monkeypatch.setenv("SSL_CERT_FILE", str(certs.ca_cert))
-    monkeypatch.setenv("AWS_CONFIG_FILE", "/dev/null")
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
-    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE",
-                 "AWS_REGION", "AWS_DEFAULT_REGION"):
-        monkeypatch.delenv(name, raising=False)
-
 
 @asynccontextmanager
 async def standin(certs: StandinCertificates, script: BedrockScript) -> AsyncIterator[BedrockStandin]:

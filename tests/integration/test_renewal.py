@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -31,7 +30,7 @@ from callbridge.agent.tools import ToolContext, ToolRegistry
 from callbridge.media.codecs.g711 import ulaw_encode
 from callbridge.standins.bedrock import BedrockStandin
 from callbridge.standins.bedrock_script import DEFAULT_ACCESS_KEY, DEFAULT_SECRET_KEY, BedrockScript, CallTool, Fail, Say
-from callbridge.standins.certs import StandinCertificates, make_certificates
+from callbridge.standins.certs import StandinCertificates
 from callbridge.standins.openai_realtime import OpenAIRealtimeScript, OpenAIRealtimeStandin
 from callbridge.standins.openai_script import FunctionCall, Reply, ScriptedError, Turn
 from tests.support.agent_call import CallSide, PacedStream, talk, tone
@@ -62,20 +61,6 @@ class Provider:
     tool_outputs: Callable[[], list[str]]
     wire: Callable[[np.ndarray], bytes]  # caller PCM as the provider's wire carries it
     sessions: Callable[[], int]
-
-
-@pytest.fixture(scope="module")
-def certs(tmp_path_factory: pytest.TempPathFactory) -> StandinCertificates:
-    if shutil.which("openssl") is None:  # a missing tool is a failure, never a skip
-        pytest.fail("openssl is not installed; scripts/setup.sh installs it")
-    return make_certificates(tmp_path_factory.mktemp("renewal-certs"))
-
-
-@pytest.fixture(autouse=True)
-def aws_env(monkeypatch: pytest.MonkeyPatch, certs: StandinCertificates) -> None:
-    monkeypatch.setenv("SSL_CERT_FILE", str(certs.ca_cert))
-    monkeypatch.setenv("AWS_CONFIG_FILE", "/dev/null")
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
 
 
 @asynccontextmanager
