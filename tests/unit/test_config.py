@@ -52,6 +52,7 @@ inbound_trunks:
         ("agents:\n  - name: a\n    provider: openai_realtime\n    openai_realtime: {audio_format: opus}\n", 4,
          "audio_format"),
         ("agents:\n  - name: a\n    llm: {base_url: ftp://x, model: m}\n", 3, "should match pattern"),
+        ("agents:\n  - name: a\n    tools: [lookup_order, launch_rocket]\n", 3, "unknown tools ['launch_rocket']"),
     ],
 )
 def test_errors_name_the_line(tmp_path, text, line, fragment):

@@ -33,6 +33,7 @@ BRAIN_DIR = Path(__file__).resolve().parent / "brain"
 DEMO_INTENTS = BRAIN_DIR / "demo_intents.yaml"
 DEMO_INTENTS_BY_LANGUAGE = {"en": DEMO_INTENTS, "es": BRAIN_DIR / "demo_intents_es.yaml"}
 PROVIDERS = ("local", "holding", "nova_sonic", "openai_realtime")
+BUILTIN_TOOLS = ("lookup_order", "transfer_to_human", "end_call", "send_dtmf")
 
 OPENING = {"en": "Hi, this is the callbridge assistant.", "es": "Hola, le atiende el asistente de callbridge."}
 REASON_LINES = {
@@ -60,6 +61,8 @@ class AgentDefinition:
     max_session_s: float | None = None  # local engine: a session limit, to show renewal offline
     options: dict[str, Any] = field(default_factory=dict)  # the cloud provider's own settings
     fallback: str = "transfer"  # when the provider stays down: transfer (to the operator) or holding
+    voice: str | None = None  # local: a piper or espeak-ng voice; cloud: the provider's voice
+    tools: tuple[str, ...] = BUILTIN_TOOLS  # which built-in tools this agent may use
     policy: SessionPolicy = field(default_factory=SessionPolicy)
 
 
@@ -150,9 +153,10 @@ class AgentDesk:
         session = AgentSession(io, open_backend, ToolRegistry(), tool_context, io.call.transcript,
                                policy=policy, say=say)
         for item in [lookup_order, *call_control_tools(io, lambda: session.last_played, self.operator_uri)]:
-            session.tools.register(item)
+            if item.__tool_spec__.name in definition.tools:
+                session.tools.register(item)
         setup = SessionSetup(instructions=f"{definition.instructions}\n\n{context.to_instructions()}",
-                             language=language, voice=definition.options.get("voice"),
+                             language=language, voice=definition.voice or definition.options.get("voice"),
                              tools=session.tools.schemas(), greeting=greeting_for(definition, context, language))
         try:
             await session.run(setup)
@@ -177,7 +181,7 @@ class AgentDesk:
         if definition.llm is None:
             path = definition.intents or DEMO_INTENTS_BY_LANGUAGE.get(language, DEMO_INTENTS)
             brain = await asyncio.to_thread(self._brain, path)
-        synthesizer = await asyncio.to_thread(synthesizer_for, language)
+        synthesizer = await asyncio.to_thread(synthesizer_for, language, definition.voice)
         transcriber = self.transcriber()
 
         def open_local() -> RealtimeBackend:

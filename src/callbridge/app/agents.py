@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..agent.desk import AgentDefinition
+from ..agent.desk import BUILTIN_TOOLS, AgentDefinition
 from .config import Config
 
 
@@ -15,5 +15,6 @@ def agent_definitions(config: Config) -> dict[str, AgentDefinition]:
             intents=config.base_dir / agent.intents if agent.intents else None,
             llm=agent.llm.model_dump() if agent.llm else None, silence_ms=agent.silence_ms,
             language=agent.language, max_session_s=agent.max_session_s, options=dict(options),
-            fallback=agent.fallback)
+            fallback=agent.fallback, voice=agent.voice,
+            tools=tuple(agent.tools) if agent.tools is not None else BUILTIN_TOOLS)
     return definitions

@@ -213,10 +213,23 @@ class AgentConfig(_Strict):
     max_session_s: float | None = Field(None, gt=0, description="local engine: renew its session this often (demo)")
     nova_sonic: dict[str, Any] = Field(default_factory=dict, description="Nova Sonic settings (docs/NOVA_SONIC.md)")
     openai_realtime: dict[str, Any] = Field(default_factory=dict, description="OpenAI Realtime settings")
+    voice: str | None = Field(None, description="local: a piper or espeak-ng voice; cloud: the provider's voice")
+    tools: list[str] | None = Field(None, description="built-in tools it may use; default all: "
+                                                      "lookup_order, transfer_to_human, end_call, send_dtmf")
     fallback: Literal["transfer", "holding"] = Field(
         "transfer", description="when the provider stays down: apologise, then transfer to the operator or hold")
     dispatch: Literal["auto", "explicit"] = Field(
         "auto", description="auto: IVR handoffs may reach it; explicit: only POST /api/dispatch starts it")
+
+    @field_validator("tools")
+    @classmethod
+    def _known_tools(cls, values: list[str] | None) -> list[str] | None:
+        from ..agent.desk import BUILTIN_TOOLS
+
+        unknown = [v for v in values or [] if v not in BUILTIN_TOOLS]
+        if unknown:
+            raise ValueError(f"unknown tools {unknown} (built in: {', '.join(BUILTIN_TOOLS)})")
+        return values
 
     @model_validator(mode="after")
     def _provider_settings(self) -> "AgentConfig":
