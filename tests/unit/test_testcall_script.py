@@ -148,3 +148,31 @@ def test_heard_text_matching_ignores_case_punctuation_and_number_words(transcrip
 
 def test_normalize_text():
     assert normalize_text("Don't press ZERO, press two.") == "don't press 0 press 2"
+
+
+# -- what the far end said, split into utterances ----------------------------------------------
+
+def _heard(pattern: str):
+    """HeardAudio from a string: "#" is a loud 20 ms frame, "." a silent one."""
+    import numpy as np
+
+    from callbridge.app.testcall import HeardAudio
+
+    heard = HeardAudio(8000)
+    for mark in pattern:
+        heard(np.full(160, 8000 if mark == "#" else 0, dtype=np.int16))
+    return heard
+
+
+def test_utterances_are_split_at_long_pauses_only():
+    heard = _heard("..###.##......####...")
+    assert heard.utterances(0, heard.count, quiet_frames=3) == [(2, 8), (14, 18)]
+    assert heard.utterances(0, heard.count, quiet_frames=6) == [(2, 8), (14, 18)]  # a 6-frame pause splits
+    assert heard.utterances(0, heard.count, quiet_frames=7) == [(2, 18)]
+
+
+def test_utterances_ignore_clicks_and_respect_the_window():
+    heard = _heard("#....###....#.")
+    assert heard.utterances(0, heard.count, quiet_frames=2) == [(5, 8)]  # a lone frame is a click
+    assert heard.utterances(6, heard.count, quiet_frames=2) == [(6, 8)]
+    assert heard.utterances(8, heard.count, quiet_frames=2) == []

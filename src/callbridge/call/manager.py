@@ -39,6 +39,8 @@ log = logging.getLogger("callbridge.call")
 # Reasons other layers use, mapped onto the lifecycle's end reasons (call.END_REASONS).
 LEGACY_END_REASONS = {"flow_ended": "agent_hangup", "bridge_ended": "transfer", "local_bye": "agent_hangup",
                       "remote_bye": "caller_hangup"}
+# Our own hangups that mean something went wrong, not that the conversation was over.
+LOCAL_FAILURE_DETAILS = frozenset({"flow_loop", "transfer_failed"})
 # The UA core's own reasons for a dialog that died without a BYE from anyone.
 DIALOG_LOST_REASONS = {"no_ack": "failed", "timeout": "failed", "session_expired": "timeout"}
 
@@ -481,6 +483,11 @@ class CallManager:
     # -- ending ---------------------------------------------------------------------------------------
 
     def hangup(self, call: Call, reason: str = "agent_hangup") -> None:
+        """End ``call`` from our side; a ``reason`` outside END_REASONS is kept as the detail
+        ("menu_exhausted", "end_of_flow", a flow's own word) of an agent hangup."""
+        if reason not in END_REASONS and reason not in LEGACY_END_REASONS:
+            call.log_event("end_detail", detail=reason)
+            reason = "error" if reason in LOCAL_FAILURE_DETAILS else "agent_hangup"
         self._hangup_leg(call, reason)
 
     def _hangup_leg(self, call: Call, reason: str) -> None:
