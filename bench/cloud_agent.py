@@ -1,7 +1,7 @@
 """Cloud speech-to-speech calls: what a session handover costs, and CPU per call.
 
     .venv/bin/python bench/cloud_agent.py                      # both providers
-    .venv/bin/python bench/cloud_agent.py --provider nova_sonic --turns 40 --calls 4
+    .venv/bin/python bench/cloud_agent.py --provider nova_sonic --pattern chatty --calls 4
 
 The provider is the local stand-in (Bedrock over TLS/HTTP/2 through the real
 AWS SDK, or OpenAI Realtime over a WebSocket), run in a **separate process**
@@ -14,12 +14,15 @@ on a G.711 call.
    turn: end of the caller's speech → first agent audio played. The extra
    delay of a handover is the latency of the first turn after each renewal
    minus the median of the other turns.
-2. **CPU per call.** N concurrent calls talking for a while without renewal;
-   this process's CPU time (the session, resampling, the adapter and the SDK,
-   all threads) per call, as a percentage of one core, after a warm-up call
-   (imports). The same calls against a back end that says nothing give the
-   cost of the in-process call clock and caller; the difference is what the
-   cloud provider path costs (the RTP side is measured by rtp_echo.py).
+2. **CPU per call.** N concurrent calls talking for ``--cpu-seconds`` without
+   renewal; this process's CPU time (the session, resampling, the adapter and
+   the SDK, all threads) per call, as a percentage of one core, after a
+   warm-up call (imports). The same calls against a back end that says nothing
+   give the cost of the in-process call clock and caller; the difference is
+   what the cloud provider path costs (the RTP side is measured by
+   rtp_echo.py). Two talking patterns: ``chatty`` (0.5 s of caller speech
+   every 1.7 s, 0.6 s answers: the worst case) and ``conversation`` (1.5 s
+   questions, 3 s answers).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -46,21 +50,36 @@ from callbridge.agent.tools import ToolContext, ToolRegistry  # noqa: E402
 from tests.support.agent_call import CallSide, PacedStream, talk, tone  # noqa: E402
 
 CALL_RATE = 8000
-SPEAK_S = 0.5
-PAUSE_S = 1.2
+
+@dataclass(frozen=True)
+class Pattern:
+    """How a test call talks: the caller speaks, then is quiet while the agent answers."""
+
+    speak_s: float
+    pause_s: float
+    reply_ms: int
+
+
+PATTERNS = {
+    # The worst case for CPU: the caller talks a third of the time and the agent barely answers,
+    # so small events go out most of the call. Also the handover measurement's pattern.
+    "chatty": Pattern(speak_s=0.5, pause_s=1.2, reply_ms=600),
+    # A question and a spoken answer, the shape of a real support call.
+    "conversation": Pattern(speak_s=1.5, pause_s=4.5, reply_ms=3000),
+}
 KEY = "bench-key"
 
 STANDIN = r'''
 import asyncio, sys
 from pathlib import Path
-kind, limit, certs = sys.argv[1], float(sys.argv[2]), Path(sys.argv[3])
+kind, limit, certs, reply_ms = sys.argv[1], float(sys.argv[2]), Path(sys.argv[3]), int(sys.argv[4])
 limit = limit or None
 async def main():
     if kind == "nova_sonic":
         from callbridge.standins.bedrock import BedrockStandin
         from callbridge.standins.bedrock_script import BedrockScript, Say
         from callbridge.standins.certs import make_certificates
-        script = BedrockScript(fallback=Say("Sure, here is the answer.", audio_ms=600, user_text="a question"),
+        script = BedrockScript(fallback=Say("Sure, here is the answer.", audio_ms=reply_ms, user_text="a question"),
                                end_of_turn_ms=300, session_limit_s=limit)
         server = BedrockStandin(script, make_certificates(certs))
         await server.start()
@@ -69,7 +88,7 @@ async def main():
         from callbridge.standins.openai_realtime import OpenAIRealtimeScript, OpenAIRealtimeStandin
         script = OpenAIRealtimeScript(session_limit_s=limit)
         for _ in range(100000):
-            script.reply("Sure, here is the answer.", audio_ms=600, transcript="a question")
+            script.reply("Sure, here is the answer.", audio_ms=reply_ms, transcript="a question")
         server = OpenAIRealtimeStandin(script, key="bench-key")
         await server.__aenter__()
         print(server.url, flush=True)
@@ -94,8 +113,8 @@ class TimedStream(PacedStream):
             await asyncio.sleep(0.02)
 
 
-def start_standin(kind: str, limit: float, certs: Path) -> tuple[subprocess.Popen, str]:
-    process = subprocess.Popen([sys.executable, "-c", STANDIN, kind, str(limit), str(certs)],
+def start_standin(kind: str, limit: float, certs: Path, reply_ms: int) -> tuple[subprocess.Popen, str]:
+    process = subprocess.Popen([sys.executable, "-c", STANDIN, kind, str(limit), str(certs), str(reply_ms)],
                                stdout=subprocess.PIPE, text=True, cwd=ROOT)
     assert process.stdout is not None
     return process, process.stdout.readline().strip()
@@ -115,7 +134,8 @@ def opener(kind: str, endpoint: str, limit: float):
     return lambda: OpenAIRealtimeBackend(config)
 
 
-async def one_call(open_backend, turns: int) -> tuple[list[float], list[float], list[dict]]:
+async def one_call(open_backend, turns: int, pattern: Pattern = PATTERNS["chatty"],
+                   ) -> tuple[list[float], list[float], list[dict]]:
     """Returns each turn's end-of-speech time, each turn's response latency, and the renewals."""
     stream = TimedStream(CALL_RATE)
     stream.start()
@@ -126,10 +146,10 @@ async def one_call(open_backend, turns: int) -> tuple[list[float], list[float], 
     await asyncio.sleep(1.0)  # the first session opens
     ends, latencies = [], []
     for _ in range(turns):
-        await talk(stream, tone(SPEAK_S, CALL_RATE))
+        await talk(stream, tone(pattern.speak_s, CALL_RATE))
         ended = time.monotonic()
         ends.append(ended)
-        await talk(stream, np.zeros(int(PAUSE_S * CALL_RATE), np.int16))
+        await talk(stream, np.zeros(int(pattern.pause_s * CALL_RATE), np.int16))
         first = next((t for t in stream.loud_at if t > ended), None)
         latencies.append((first - ended) * 1000 if first is not None else float("nan"))
     task.cancel()
@@ -197,57 +217,70 @@ class SilentBackend:
         self._done.set()
 
 
-async def cpu_of(open_backend, calls: int, turns: int) -> tuple[float, int]:
+async def cpu_of(open_backend, calls: int, turns: int, pattern: Pattern) -> tuple[float, int]:
     """% of one core per call over ``calls`` concurrent calls, and turns that got no answer."""
-    await one_call(open_backend, 2)  # warm up: imports, first TLS context
+    await one_call(open_backend, 2, pattern)  # warm up: imports, first TLS context
     cpu0, wall0 = time.process_time(), time.monotonic()
-    results = await asyncio.gather(*(one_call(open_backend, turns) for _ in range(calls)))
+    results = await asyncio.gather(*(one_call(open_backend, turns, pattern) for _ in range(calls)))
     used, wall = time.process_time() - cpu0, time.monotonic() - wall0
     missed = sum(1 for _ends, latencies, _r in results for v in latencies if v != v)
     return 100 * used / wall / calls, missed
 
 
-async def cpu(kind: str, endpoint: str, calls: int, turns: int) -> dict:
-    gross, missed = await cpu_of(opener(kind, endpoint, 0), calls, turns)
-    clock, _ = await cpu_of(SilentBackend, calls, turns)
-    return {"calls": calls, "cpu_pct_per_call": gross, "clock_pct_per_call": clock,
-            "provider_pct_per_call": gross - clock, "missed": missed}
+async def cpu(kind: str, endpoint: str, calls: int, seconds: float, pattern_name: str) -> dict:
+    pattern = PATTERNS[pattern_name]
+    turns = max(3, round(seconds / (pattern.speak_s + pattern.pause_s)))
+    gross, missed = await cpu_of(opener(kind, endpoint, 0), calls, turns, pattern)
+    clock, _ = await cpu_of(SilentBackend, calls, turns, pattern)
+    return {"provider": kind, "pattern": pattern_name, "calls": calls, "turns": turns, "cpu_pct_per_call": gross,
+            "clock_pct_per_call": clock, "provider_pct_per_call": gross - clock, "missed": missed}
 
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--provider", choices=["nova_sonic", "openai_realtime"], action="append")
-    parser.add_argument("--turns", type=int, default=40)
+    parser.add_argument("--turns", type=int, default=40, help="turns of the handover call")
     parser.add_argument("--limit", type=float, default=6.0, help="the stand-in's session limit, seconds")
     parser.add_argument("--calls", type=int, default=4, help="concurrent calls for the CPU figure")
+    parser.add_argument("--cpu-seconds", type=float, default=60.0, help="how long each CPU call talks")
+    parser.add_argument("--pattern", choices=list(PATTERNS), action="append",
+                        help="how the CPU calls talk (default: all)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     os.environ.setdefault("AWS_CONFIG_FILE", "/dev/null")
     os.environ.setdefault("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
-    rows = []
+    handovers, cpus = [], []
+    chatty = PATTERNS["chatty"]
     with tempfile.TemporaryDirectory() as tmp:
         for kind in args.provider or ["nova_sonic", "openai_realtime"]:
             certs = Path(tmp) / kind
-            renewing, endpoint = start_standin(kind, args.limit, certs)
-            steady, steady_endpoint = start_standin(kind, 0, certs)
+            renewing, endpoint = start_standin(kind, args.limit, certs, chatty.reply_ms)
             os.environ["SSL_CERT_FILE"] = str(certs / "ca.pem")
             try:
-                row = {"provider": kind, **await handover(kind, endpoint, args.limit, args.turns)}
-                row.update(await cpu(kind, steady_endpoint, args.calls, args.turns))
+                handovers.append({"provider": kind, **await handover(kind, endpoint, args.limit, args.turns)})
             finally:
-                for process in (renewing, steady):
-                    process.terminate()
-                    process.wait(10)
-            rows.append(row)
+                renewing.terminate()
+                renewing.wait(10)
+            for name in args.pattern or list(PATTERNS):
+                steady, steady_endpoint = start_standin(kind, 0, certs, PATTERNS[name].reply_ms)
+                try:
+                    cpus.append(await cpu(kind, steady_endpoint, args.calls, args.cpu_seconds, name))
+                finally:
+                    steady.terminate()
+                    steady.wait(10)
     if args.json:
-        print(json.dumps(rows, indent=2))
+        print(json.dumps({"handover": handovers, "cpu": cpus}, indent=2))
         return
-    print("| provider | turns | renewals | turn latency p50 ms | handover extra p50 ms | extra p95 ms "
-          "| concurrent calls | CPU % per call: all | call clock | provider path |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for r in rows:
+    print("| provider | turns | renewals | turn latency p50 ms | handover extra p50 ms | extra p95 ms |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for r in handovers:
         print(f"| {r['provider']} | {r['turns']} | {r['renewals']} | {r['baseline_p50']:.0f} | "
-              f"{r['extra_p50']:.0f} | {r['extra_p95']:.0f} | {r['calls']} | {r['cpu_pct_per_call']:.2f} | "
+              f"{r['extra_p50']:.0f} | {r['extra_p95']:.0f} |")
+    print()
+    print("| provider | pattern | concurrent calls | turns each | CPU % per call: all | call clock | provider path |")
+    print("|---|---|---:|---:|---:|---:|---:|")
+    for r in cpus:
+        print(f"| {r['provider']} | {r['pattern']} | {r['calls']} | {r['turns']} | {r['cpu_pct_per_call']:.2f} | "
               f"{r['clock_pct_per_call']:.2f} | {r['provider_pct_per_call']:.2f} |")
 
 

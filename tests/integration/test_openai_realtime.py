@@ -323,6 +323,7 @@ async def test_pcm16_input_bytes_arrive_exactly() -> None:
             assert bytes(record.input_audio) == expected
             appends = record.received("input_audio_buffer.append")
             assert 1 < len(appends) < len(chunks) + 2  # batched, not one event a frame
+            assert record.extensions is None  # no permessage-deflate: base64 audio is not worth deflating
         finally:
             await backend.close()
 

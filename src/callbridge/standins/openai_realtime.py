@@ -76,6 +76,7 @@ class SessionRecord:
     """Everything one session received, for a test to inspect."""
 
     model: str
+    extensions: str | None = None  # the Sec-WebSocket-Extensions the client offered
     events: list[dict[str, Any]] = field(default_factory=list)  # client events in order (bad JSON as {"raw": ...})
     session: dict[str, Any] = field(default_factory=dict)  # the effective configuration
     history: list[dict[str, Any]] = field(default_factory=list)  # items created before the first audio append
@@ -629,7 +630,7 @@ class OpenAIRealtimeStandin:
     async def _handle(self, ws: ServerConnection) -> None:
         assert ws.request is not None
         model = parse_qs(urlsplit(ws.request.path).query)["model"][0]
-        record = SessionRecord(model)
+        record = SessionRecord(model, extensions=ws.request.headers.get("Sec-WebSocket-Extensions"))
         self.sessions.append(record)
         self._new_session.set()
         await _Session(ws, record, self.script).run()

@@ -40,6 +40,7 @@ INPUT_RATE = 16000
 OUTPUT_RATE = 24000
 MAX_TEXT_INPUT_BYTES = 1024  # AWS: each textInput at most 1 KB, so longer text is split
 AUDIO_CHUNK_SAMPLES = 1024  # 64 ms at 16 kHz, as AWS's own samples send: half the per-event signing of 32 ms
+QUIET_AUDIO_CHUNK_SAMPLES = 4096  # 256 ms, while the model is not waiting on the caller (see chunking.py)
 TEXT_PLAIN = {"mediaType": "text/plain"}
 
 # Bedrock stream exception names -> (contract code, recoverable)

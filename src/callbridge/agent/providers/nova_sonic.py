@@ -33,8 +33,10 @@ from aws_sdk_bedrock_runtime.models import (
 from smithy_aws_core.config.exceptions import ConfigValidationError
 from smithy_http.aio.crt import AWSCRTHTTPClient, AWSCRTHTTPClientConfig
 
+from callbridge.agent.providers.chunking import CallerAudioChunker
 from callbridge.agent.providers.nova_events import (
     AUDIO_CHUNK_SAMPLES,
+    QUIET_AUDIO_CHUNK_SAMPLES,
     INPUT_RATE,
     OUTPUT_RATE,
     NovaInput,
@@ -43,7 +45,7 @@ from callbridge.agent.providers.nova_events import (
     classify_error,
     error_event,
 )
-from callbridge.agent.realtime import AgentEvent, HistoryLimits, ProviderError, SessionSetup
+from callbridge.agent.realtime import AgentAudio, AgentEvent, HistoryLimits, ProviderError, SessionSetup
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +98,9 @@ class NovaSonicBackend:
         self._events: asyncio.Queue[AgentEvent | None] = asyncio.Queue()
         self._held: list[tuple[dict[str, Any], int]] = []  # sent before start() opened the audio
         self._audio_open = False
-        self._audio_tail = bytearray()  # < one 32 ms chunk, waiting for more
+        # Small audio events while the model listens for the end of a turn, large ones otherwise.
+        self._chunker = CallerAudioChunker(INPUT_RATE, listening_samples=AUDIO_CHUNK_SAMPLES,
+                                           quiet_samples=QUIET_AUDIO_CHUNK_SAMPLES)
         self._stream: Any = None
         self._writer: asyncio.Task[None] | None = None
         self._reader: asyncio.Task[None] | None = None
@@ -180,10 +184,8 @@ class NovaSonicBackend:
             self._events.put_nowait(None)
             return
         if self._writer is not None and not self._writer.done():
-            if self._audio_tail:  # the last partial chunk: every sample sent must arrive
-                tail = bytes(self._audio_tail)
+            for tail in self._chunker.flush():  # the last partial chunk: every sample sent must arrive
                 self._outgoing.put_nowait((self._input.audio(tail), len(tail) // 2))
-                self._audio_tail.clear()
             for event in self._input.close():
                 self._outgoing.put_nowait((event, 0))
             self._outgoing.put_nowait(None)
@@ -252,6 +254,8 @@ class NovaSonicBackend:
                     log.warning("undecodable Nova Sonic event dropped")
                     continue
                 for agent_event in self._output.feed(event):
+                    if isinstance(agent_event, AgentAudio):
+                        self._chunker.model_answered()
                     self._events.put_nowait(agent_event)
         except Exception as exc:
             error = error_event(exc)
@@ -276,12 +280,8 @@ class NovaSonicBackend:
     def send_audio(self, pcm: np.ndarray) -> None:
         if self._closed:
             return
-        self._audio_tail += np.asarray(pcm, dtype="<i2").tobytes()
-        chunk_bytes = AUDIO_CHUNK_SAMPLES * 2
-        usable = len(self._audio_tail) - len(self._audio_tail) % chunk_bytes
-        for start in range(0, usable, chunk_bytes):
-            self._send_audio_bytes(bytes(self._audio_tail[start:start + chunk_bytes]))
-        del self._audio_tail[:usable]
+        for chunk in self._chunker.feed(pcm):
+            self._send_audio_bytes(chunk)
 
     def send_text(self, text: str) -> None:
         for event in self._input.text("USER", text, interactive=True):

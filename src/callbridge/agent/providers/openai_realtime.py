@@ -171,7 +171,10 @@ class OpenAIRealtimeBackend:
         try:
             return await connect(
                 self.config.endpoint(), additional_headers={"Authorization": f"Bearer {self.config.api_key}"},
-                max_size=MAX_MESSAGE_BYTES, open_timeout=None, close_timeout=CLOSE_TIMEOUT_S)
+                max_size=MAX_MESSAGE_BYTES, open_timeout=None, close_timeout=CLOSE_TIMEOUT_S,
+                # permessage-deflate on base64 audio saves little and costs deflate on every
+                # 60 ms batch and inflate on every reply chunk: most of this path's CPU.
+                compression=None)
         except InvalidStatus as exc:
             status = exc.response.status_code
             raise ProviderError(f"OpenAI Realtime refused the connection: HTTP {status}", code=_http_code(status),

@@ -1,0 +1,79 @@
+"""How much caller audio goes into one provider event.
+
+Each event a provider receives costs a fixed amount of work on our side
+(Nova Sonic's official SDK serialises, signs and frames every event in
+Python, then hops to its HTTP/2 thread and back), so fewer, larger events
+are cheaper. Larger events also hold audio back, which matters only while
+the model is listening for something: the caller's speech and the pause
+that ends their turn, or the first syllable of a barge-in. So:
+
+- while the caller speaks, and until the model answers or ``listen_s`` of
+  quiet has passed, audio goes out in small events (``listening_samples``);
+- otherwise (the agent is talking, or nobody is) in large ones
+  (``quiet_samples``);
+- the first voiced frame after quiet sends everything held at once, so the
+  start of speech is never held back by a large event.
+
+Sans-IO: bytes in, byte chunks out; time is counted in samples.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+# An int16 peak above this is treated as the caller's voice. Low on purpose (about
+# -40 dBFS): a quiet onset must not wait in a large event, and line noise that
+# crosses it only costs the small events we would otherwise always send.
+VOICE_PEAK = 300
+
+
+class CallerAudioChunker:
+    """Splits a caller's 16-bit mono audio into provider events."""
+
+    def __init__(self, sample_rate: int, *, listening_samples: int, quiet_samples: int,
+                 listen_s: float = 2.0) -> None:
+        if not 0 < listening_samples <= quiet_samples:
+            raise ValueError("need 0 < listening_samples <= quiet_samples")
+        self.listening_samples = listening_samples
+        self.quiet_samples = quiet_samples
+        self._listen_for = int(listen_s * sample_rate)
+        self._listen_left = self._listen_for  # a session starts listening (the caller may speak first)
+        self._held = bytearray()
+
+    @property
+    def listening(self) -> bool:
+        return self._listen_left > 0
+
+    @property
+    def held_samples(self) -> int:
+        return len(self._held) // 2
+
+    def feed(self, pcm: np.ndarray) -> list[bytes]:
+        """Take one frame; returns the events that are now complete."""
+        samples = np.asarray(pcm, dtype="<i2")
+        voiced = samples.size > 0 and max(int(samples.max()), -int(samples.min())) >= VOICE_PEAK
+        onset = voiced and not self.listening
+        if voiced:
+            self._listen_left = self._listen_for
+        else:
+            self._listen_left = max(0, self._listen_left - samples.size)
+        self._held += samples.tobytes()
+        if onset:
+            return self.flush()
+        size = 2 * (self.listening_samples if self.listening else self.quiet_samples)
+        usable = len(self._held) - len(self._held) % size
+        chunks = [bytes(self._held[start:start + size]) for start in range(0, usable, size)]
+        del self._held[:usable]
+        return chunks
+
+    def model_answered(self) -> None:
+        """The model has taken its turn: nothing is waiting on the caller's pause any more."""
+        self._listen_left = 0
+
+    def flush(self) -> list[bytes]:
+        """Everything held, as one event (none when nothing is held)."""
+        if not self._held:
+            return []
+        chunk = bytes(self._held)
+        self._held.clear()
+        return [chunk]
