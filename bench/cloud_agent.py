@@ -15,7 +15,7 @@ on a G.711 call.
    delay of a handover is the latency of the first turn after each renewal
    minus the median of the other turns.
 2. **CPU per call.** N concurrent calls talking for ``--cpu-seconds`` without
-   renewal; this process's CPU time (the session, resampling, the adapter and
+   renewal, ``--repeat`` times (medians); this process's CPU time (the session, resampling, the adapter and
    the SDK, all threads) per call, as a percentage of one core, after a
    warm-up call (imports). The same calls against a back end that says nothing
    give the cost of the in-process call clock and caller; the difference is
@@ -227,13 +227,25 @@ async def cpu_of(open_backend, calls: int, turns: int, pattern: Pattern) -> tupl
     return 100 * used / wall / calls, missed
 
 
-async def cpu(kind: str, endpoint: str, calls: int, seconds: float, pattern_name: str) -> dict:
+async def cpu(kind: str, endpoint: str, calls: int, seconds: float, pattern_name: str, repeat: int) -> dict:
+    """Provider and silent runs alternate, ``repeat`` times each; medians of each.
+
+    This VM's speed drifts by tens of percent within minutes, so a single pair
+    of runs can put the difference anywhere; alternating spreads the drift
+    over both sides.
+    """
     pattern = PATTERNS[pattern_name]
     turns = max(3, round(seconds / (pattern.speak_s + pattern.pause_s)))
-    gross, missed = await cpu_of(opener(kind, endpoint, 0), calls, turns, pattern)
-    clock, _ = await cpu_of(SilentBackend, calls, turns, pattern)
-    return {"provider": kind, "pattern": pattern_name, "calls": calls, "turns": turns, "cpu_pct_per_call": gross,
-            "clock_pct_per_call": clock, "provider_pct_per_call": gross - clock, "missed": missed}
+    gross, clock, missed = [], [], 0
+    for _ in range(repeat):
+        used, lost = await cpu_of(opener(kind, endpoint, 0), calls, turns, pattern)
+        gross.append(used)
+        missed += lost
+        clock.append((await cpu_of(SilentBackend, calls, turns, pattern))[0])
+    provider = [g - c for g, c in zip(gross, clock)]
+    return {"provider": kind, "pattern": pattern_name, "calls": calls, "turns": turns, "repeat": repeat,
+            "cpu_pct_per_call": statistics.median(gross), "clock_pct_per_call": statistics.median(clock),
+            "provider_pct_per_call": statistics.median(provider), "provider_runs": provider, "missed": missed}
 
 
 async def main() -> None:
@@ -242,7 +254,8 @@ async def main() -> None:
     parser.add_argument("--turns", type=int, default=40, help="turns of the handover call")
     parser.add_argument("--limit", type=float, default=6.0, help="the stand-in's session limit, seconds")
     parser.add_argument("--calls", type=int, default=4, help="concurrent calls for the CPU figure")
-    parser.add_argument("--cpu-seconds", type=float, default=60.0, help="how long each CPU call talks")
+    parser.add_argument("--cpu-seconds", type=float, default=40.0, help="how long each CPU call talks")
+    parser.add_argument("--repeat", type=int, default=3, help="CPU runs per provider and pattern (median)")
     parser.add_argument("--pattern", choices=list(PATTERNS), action="append",
                         help="how the CPU calls talk (default: all)")
     parser.add_argument("--json", action="store_true")
@@ -264,7 +277,7 @@ async def main() -> None:
             for name in args.pattern or list(PATTERNS):
                 steady, steady_endpoint = start_standin(kind, 0, certs, PATTERNS[name].reply_ms)
                 try:
-                    cpus.append(await cpu(kind, steady_endpoint, args.calls, args.cpu_seconds, name))
+                    cpus.append(await cpu(kind, steady_endpoint, args.calls, args.cpu_seconds, name, args.repeat))
                 finally:
                     steady.terminate()
                     steady.wait(10)
@@ -277,11 +290,13 @@ async def main() -> None:
         print(f"| {r['provider']} | {r['turns']} | {r['renewals']} | {r['baseline_p50']:.0f} | "
               f"{r['extra_p50']:.0f} | {r['extra_p95']:.0f} |")
     print()
-    print("| provider | pattern | concurrent calls | turns each | CPU % per call: all | call clock | provider path |")
-    print("|---|---|---:|---:|---:|---:|---:|")
+    print("| provider | pattern | concurrent calls | turns each | CPU % per call: all | call clock | provider path "
+          "| provider path, each run |")
+    print("|---|---|---:|---:|---:|---:|---:|---|")
     for r in cpus:
+        runs = ", ".join(f"{v:.2f}" for v in r["provider_runs"])
         print(f"| {r['provider']} | {r['pattern']} | {r['calls']} | {r['turns']} | {r['cpu_pct_per_call']:.2f} | "
-              f"{r['clock_pct_per_call']:.2f} | {r['provider_pct_per_call']:.2f} |")
+              f"{r['clock_pct_per_call']:.2f} | {r['provider_pct_per_call']:.2f} | {runs} |")
 
 
 if __name__ == "__main__":

@@ -27,12 +27,14 @@ def feed_all(c: CallerAudioChunker, frames) -> list[bytes]:
     return [chunk for frame in frames for chunk in c.feed(frame)]
 
 
+def sizes(chunks: list[bytes]) -> list[int]:
+    return [len(chunk) // 2 for chunk in chunks]
+
+
 def test_a_new_session_listens_in_small_events_then_grows_them_after_the_quiet():
     c = chunker(listen_s=0.2)  # 10 frames
-    sizes = [len(chunk) // 2 for chunk in feed_all(c, [quiet()] * 10)]
-    assert sizes == [640] * 4 and not c.listening and c.held_samples == 640
-    sizes = [len(chunk) // 2 for chunk in feed_all(c, [quiet()] * 16)]
-    assert sizes == [2560] * 2 and c.held_samples == 640
+    assert sizes(feed_all(c, [quiet()] * 10)) == [640] * 4 and not c.listening and c.held_samples == 640
+    assert sizes(feed_all(c, [quiet()] * 16)) == [2560, 2560] and c.held_samples == 640
 
 
 def test_the_first_voiced_frame_sends_everything_held_at_once():
@@ -41,26 +43,47 @@ def test_the_first_voiced_frame_sends_everything_held_at_once():
     held = c.held_samples
     assert not c.listening and held > 0
     out = c.feed(voice())
-    assert [len(chunk) // 2 for chunk in out] == [held + FRAME] and c.listening
+    assert sizes(out) == [held + FRAME]
     assert np.frombuffer(out[0], "<i2")[-1] == VOICE_PEAK * 4  # the onset itself is in it
-    assert [len(chunk) // 2 for chunk in feed_all(c, [voice()] * 4)] == [640, 640]
+
+
+def test_speech_to_a_quiet_agent_goes_in_large_events_and_its_end_at_once():
+    c = chunker()
+    feed_all(c, [quiet()] * 20)
+    c.feed(voice())  # onset, flushed
+    assert not c.listening  # the model is not timing anything while the caller talks
+    assert sizes(feed_all(c, [voice()] * 9)) == [2560]  # 8 frames make one large event
+    assert c.held_samples == FRAME
+    # The first quiet frame: the pause is what the model times, so speech is not held.
+    assert sizes(c.feed(quiet())) == [640] and c.listening
+    assert sizes(feed_all(c, [quiet()] * 2)) == [640]
 
 
 def test_a_negative_peak_counts_as_voice():
     c = chunker()
     feed_all(c, [quiet()] * 20)
     c.feed(quiet())
-    assert c.feed(-voice()) and c.listening
+    assert c.feed(-voice()) and c.held_samples == 0
 
 
-def test_the_model_answering_ends_the_listening_until_the_caller_speaks_again():
+def test_the_model_answering_ends_the_listening_and_a_barge_in_is_listened_to_closely():
     c = chunker(listen_s=10)
     feed_all(c, [voice()] * 5)
-    assert c.listening
     c.model_answered()
     assert not c.listening
-    assert feed_all(c, [quiet()] * 3) == []  # held for a large event
+    assert feed_all(c, [quiet()] * 2) == []  # held for a large event
     assert len(c.feed(voice())) == 1 and c.listening  # barge-in: out at once
+    assert sizes(feed_all(c, [voice()] * 4)) == [640, 640]  # and small while it goes on
+    c.model_finished()
+    assert not c.listening  # the agent stopped: the caller's speech is not timed any more
+
+
+def test_a_level_hovering_at_the_threshold_makes_no_more_events_than_small_ones():
+    c = chunker(listen_s=10)
+    frames = [voice() if i % 2 else quiet() for i in range(200)]
+    out = feed_all(c, frames)
+    assert all(size % 640 == 0 for size in sizes(out))
+    assert len(out) <= 200 * FRAME // 640
 
 
 def test_every_sample_comes_out_once_in_order():

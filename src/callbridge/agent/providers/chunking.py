@@ -4,17 +4,23 @@ Each event a provider receives costs a fixed amount of work on our side
 (Nova Sonic's official SDK serialises, signs and frames every event in
 Python, then hops to its HTTP/2 thread and back), so fewer, larger events
 are cheaper. Larger events also hold audio back, which matters only while
-the model is listening for something: the caller's speech and the pause
-that ends their turn, or the first syllable of a barge-in. So:
+the model is timing something: the pause that ends the caller's turn, or a
+barge-in over the agent. So:
 
-- while the caller speaks, and until the model answers or ``listen_s`` of
-  quiet has passed, audio goes out in small events (``listening_samples``);
-- otherwise (the agent is talking, or nobody is) in large ones
-  (``quiet_samples``);
+- in the pause after the caller speaks, until the model answers or
+  ``listen_s`` of quiet has passed, audio goes out in small events
+  (``listening_samples``), so the end of the turn is heard promptly;
+- while the caller talks over the agent, also small events;
+- otherwise (the caller talking to a quiet agent, the agent talking, or
+  nobody) in large ones (``quiet_samples``);
 - the first voiced frame after quiet sends everything held at once, so the
   start of speech is never held back by a large event.
 
-Sans-IO: bytes in, byte chunks out; time is counted in samples.
+Events are whole multiples of ``listening_samples`` except those onset
+flushes and the last one, so a signal hovering around the voice threshold
+never produces more events than steady small ones would.
+
+Sans-IO: samples in, byte chunks out; time is counted in samples.
 """
 
 from __future__ import annotations
@@ -38,11 +44,14 @@ class CallerAudioChunker:
         self.quiet_samples = quiet_samples
         self._listen_for = int(listen_s * sample_rate)
         self._listen_left = self._listen_for  # a session starts listening (the caller may speak first)
+        self._speaking = False
+        self._agent_talking = False
         self._held = bytearray()
 
     @property
     def listening(self) -> bool:
-        return self._listen_left > 0
+        """Whether the model may be timing the caller (their pause, or a barge-in)."""
+        return self._listen_left > 0 and (not self._speaking or self._agent_talking)
 
     @property
     def held_samples(self) -> int:
@@ -52,7 +61,8 @@ class CallerAudioChunker:
         """Take one frame; returns the events that are now complete."""
         samples = np.asarray(pcm, dtype="<i2")
         voiced = samples.size > 0 and max(int(samples.max()), -int(samples.min())) >= VOICE_PEAK
-        onset = voiced and not self.listening
+        onset = voiced and self._listen_left == 0
+        self._speaking = voiced
         if voiced:
             self._listen_left = self._listen_for
         else:
@@ -60,15 +70,22 @@ class CallerAudioChunker:
         self._held += samples.tobytes()
         if onset:
             return self.flush()
-        size = 2 * (self.listening_samples if self.listening else self.quiet_samples)
-        usable = len(self._held) - len(self._held) % size
-        chunks = [bytes(self._held[start:start + size]) for start in range(0, usable, size)]
+        wanted = self.listening_samples if self.listening else self.quiet_samples
+        if self.held_samples < wanted:
+            return []
+        usable = 2 * (self.held_samples - self.held_samples % self.listening_samples)
+        chunk = bytes(self._held[:usable])
         del self._held[:usable]
-        return chunks
+        return [chunk]
 
     def model_answered(self) -> None:
         """The model has taken its turn: nothing is waiting on the caller's pause any more."""
         self._listen_left = 0
+        self._agent_talking = True
+
+    def model_finished(self) -> None:
+        """The agent's turn is over: the caller's speech no longer interrupts anything."""
+        self._agent_talking = False
 
     def flush(self) -> list[bytes]:
         """Everything held, as one event (none when nothing is held)."""

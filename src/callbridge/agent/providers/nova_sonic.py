@@ -45,7 +45,8 @@ from callbridge.agent.providers.nova_events import (
     classify_error,
     error_event,
 )
-from callbridge.agent.realtime import AgentAudio, AgentEvent, HistoryLimits, ProviderError, SessionSetup
+from callbridge.agent.realtime import (AgentAudio, AgentEvent, HistoryLimits, ProviderError, SessionSetup,
+                                       TurnEnded)
 
 log = logging.getLogger(__name__)
 
@@ -256,6 +257,8 @@ class NovaSonicBackend:
                 for agent_event in self._output.feed(event):
                     if isinstance(agent_event, AgentAudio):
                         self._chunker.model_answered()
+                    elif isinstance(agent_event, TurnEnded):
+                        self._chunker.model_finished()
                     self._events.put_nowait(agent_event)
         except Exception as exc:
             error = error_event(exc)
