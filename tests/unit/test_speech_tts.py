@@ -41,8 +41,10 @@ def test_regional_english_reuses_the_same_loaded_voice():
 def test_faster_rate_is_shorter():
     voice = synthesizer_for("en")
     text = "Please say the number of your order after the tone."
-    normal = len(voice.synthesize(text))
-    fast = len(voice.synthesize(text, rate=1.5))
+    # Piper draws phoneme durations at random: one pair of takes can differ by 15 %
+    # on their own (a single-pair version of this test failed about one run in 30).
+    normal = sum(len(voice.synthesize(text)) for _ in range(5))
+    fast = sum(len(voice.synthesize(text, rate=1.5)) for _ in range(5))
     assert fast < 0.85 * normal
 
 
