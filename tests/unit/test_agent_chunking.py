@@ -5,14 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from callbridge.agent.providers.chunking import VOICE_PEAK, CallerAudioChunker
+from callbridge.agent.providers.chunking import ONSET_PEAK, CallerAudioChunker
 
 RATE = 16000
 FRAME = 320  # 20 ms
 
 
 def voice(n: int = FRAME) -> np.ndarray:
-    return np.full(n, VOICE_PEAK * 4, dtype=np.int16)
+    return np.full(n, ONSET_PEAK * 4, dtype=np.int16)
 
 
 def quiet(n: int = FRAME) -> np.ndarray:
@@ -44,7 +44,7 @@ def test_the_first_voiced_frame_sends_everything_held_at_once():
     assert not c.listening and held > 0
     out = c.feed(voice())
     assert sizes(out) == [held + FRAME]
-    assert np.frombuffer(out[0], "<i2")[-1] == VOICE_PEAK * 4  # the onset itself is in it
+    assert np.frombuffer(out[0], "<i2")[-1] == ONSET_PEAK * 4  # the onset itself is in it
 
 
 def test_speech_to_a_quiet_agent_goes_in_large_events_and_its_end_at_once():

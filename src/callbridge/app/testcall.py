@@ -136,6 +136,11 @@ class HeardAudio:
             out.writeframes(pcm.astype("<i2").tobytes())
 
 
+def _first_match(step: ExpectHeard, transcript: str) -> str | None:
+    """The first of the step's expected texts found in ``transcript``."""
+    return next((text for text in step.texts if heard_matches(transcript, text)), None)
+
+
 # -- the report ------------------------------------------------------------------------------------
 
 @dataclass
@@ -255,6 +260,7 @@ class TestCall:
         self.call_deadline = 0.0
         self.speech: dict[str, tuple[np.ndarray, int]] = {}  # say text -> (pcm, rate)
         self.transcriber: Any = None
+        self._utterance_texts: dict[tuple[int, int], str] = {}  # (first, end) frames -> transcript
 
     # -- SIP and call events --------------------------------------------------------------------
 
@@ -501,7 +507,7 @@ class TestCall:
             pcm = heard.speech_pcm(start, end)
             transcript = await self._transcribe(pcm, heard.sample_rate) if len(pcm) else ""
             result.transcript = transcript
-            matched = next((text for text in step.texts if heard_matches(transcript, text)), None)
+            matched = _first_match(step, transcript)
             if matched is None and transcript:
                 # The far end's tail from before the checkpoint (a prompt cut short by
                 # the caller) can derail the recogniser on what follows: hear each
@@ -531,9 +537,14 @@ class TestCall:
         if len(spans) < 2:
             return None, ""
         for first, last in spans:
-            pcm = heard.speech_pcm(max(start, first - TRIM_PAD_FRAMES), min(end, last + TRIM_PAD_FRAMES))
-            transcript = await self._transcribe(pcm, heard.sample_rate)
-            matched = next((text for text in step.texts if heard_matches(transcript, text)), None)
+            window = (max(start, first - TRIM_PAD_FRAMES), min(end, last + TRIM_PAD_FRAMES))
+            # Each pass of expect_heard looks again after the next pause: finished
+            # utterances keep their window, so their transcript is reused.
+            transcript = self._utterance_texts.get(window)
+            if transcript is None:
+                transcript = await self._transcribe(heard.speech_pcm(*window), heard.sample_rate)
+                self._utterance_texts[window] = transcript
+            matched = _first_match(step, transcript)
             if matched is not None:
                 return matched, transcript
         return None, ""

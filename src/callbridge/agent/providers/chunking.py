@@ -27,10 +27,11 @@ from __future__ import annotations
 
 import numpy as np
 
-# An int16 peak above this is treated as the caller's voice. Low on purpose (about
-# -40 dBFS): a quiet onset must not wait in a large event, and line noise that
-# crosses it only costs the small events we would otherwise always send.
-VOICE_PEAK = 300
+# An int16 peak above this counts as the caller's voice here. Low on purpose (about
+# -40 dBFS, below the session's turn-boundary VOICE_PEAK): a quiet onset must not wait
+# in a large event, and line noise that crosses it only costs the small events we
+# would otherwise always send.
+ONSET_PEAK = 300
 
 
 class CallerAudioChunker:
@@ -60,7 +61,7 @@ class CallerAudioChunker:
     def feed(self, pcm: np.ndarray) -> list[bytes]:
         """Take one frame; returns the events that are now complete."""
         samples = np.asarray(pcm, dtype="<i2")
-        voiced = samples.size > 0 and max(int(samples.max()), -int(samples.min())) >= VOICE_PEAK
+        voiced = samples.size > 0 and max(int(samples.max()), -int(samples.min())) >= ONSET_PEAK
         onset = voiced and self._listen_left == 0
         self._speaking = voiced
         if voiced:
