@@ -98,9 +98,15 @@ def test_webhooks_are_signed_and_delivered_after_the_receiver_comes_up_across_a_
     stop_server(server)  # the receiver never answered: every delivery is still pending
     receiver = WebhookReceiver(hook_port)
     restarted = start_server(server.workdir, "routing:\n  default_flow: tone\n" + config)
+
+    def statuses() -> list[str]:
+        return [p["status"] for p in receiver.payloads("call.status") if p["call_id"] == call["id"]]
+
     try:
+        # Pending deliveries go out concurrently (webhooks.BATCH_SIZE), so they may arrive
+        # in any order: wait for all of them, not just the last one sent.
         deadline = time.monotonic() + 45
-        while time.monotonic() < deadline and not receiver.payloads("call.ended"):
+        while time.monotonic() < deadline and not (receiver.payloads("call.ended") and len(statuses()) >= 3):
             time.sleep(0.1)
     finally:
         stop_server(restarted)
@@ -108,8 +114,7 @@ def test_webhooks_are_signed_and_delivered_after_the_receiver_comes_up_across_a_
     assert receiver.received, "no webhook arrived"
     for headers, body in receiver.received:
         assert verify(WEBHOOK_SECRET, headers[SIGNATURE_HEADER], body), headers
-    statuses = [p["status"] for p in receiver.payloads("call.status") if p["call_id"] == call["id"]]
-    assert sorted(statuses) == sorted(["ringing", "active", "hangup"])
+    assert sorted(statuses()) == sorted(["ringing", "active", "hangup"])
     ended = [p for p in receiver.payloads("call.ended") if p["id"] == call["id"]]
     assert len(ended) >= 1
     final = ended[0]
