@@ -80,7 +80,7 @@ def build_http_app(server: "Server") -> BearerAuth:
             "rtp_ports_free": server.ports.available,
             "pacer": {"slot_runs": stats.slot_runs, "late_p50_ms": stats.late_p50_ms,
                       "late_p99_ms": stats.late_p99_ms, "late_max_ms": round(stats.late_max_ms, 2),
-                      "resyncs": stats.resyncs},
+                      "resyncs": stats.resyncs, "frames_skipped": stats.frames_skipped},
             "call_tasks": server.calls.task_count,
             "asyncio_tasks": sorted(task.get_name() for task in asyncio.all_tasks()),
             "gc": {"collections": GC_MONITOR.collections,

@@ -23,6 +23,13 @@ log = logging.getLogger("callbridge.media")
 FRAME_MS = 20
 SLOT_MS = 5
 SLOTS = FRAME_MS // SLOT_MS
+FRAME_S = FRAME_MS / 1000
+SLOT_S = SLOT_MS / 1000
+# Up to this far behind, overdue slots run back to back: each stream's next
+# packet is late once and RTP time stays in step with the wall clock. Further
+# behind (a stall), whole frames are dropped instead: every slot keeps its
+# phase, so no stream is ticked twice in a row or skipped out of turn.
+MAX_CATCH_UP_MS = 3 * FRAME_MS
 LATENESS_BUCKET_MS = 0.5
 LATENESS_BUCKETS = 400  # 0..200 ms; later than that lands in the last bucket
 
@@ -36,7 +43,15 @@ class PacerStats:
     late_p50_ms: float
     late_p99_ms: float
     late_max_ms: float
-    resyncs: int  # times the pacer fell a whole frame behind and skipped ahead
+    resyncs: int  # times the pacer fell over MAX_CATCH_UP_MS behind and dropped frames
+    frames_skipped: int
+
+
+def frames_to_skip(behind_s: float) -> int:
+    """Whole frames to drop when the pacer runs ``behind_s`` late (0: catch up instead)."""
+    if behind_s <= MAX_CATCH_UP_MS / 1000:
+        return 0
+    return int(behind_s // FRAME_S)
 
 
 class LatenessHistogram:
@@ -73,6 +88,7 @@ class MediaPacer:
         self._task: asyncio.Task | None = None
         self.lateness = LatenessHistogram()
         self.resyncs = 0
+        self.frames_skipped = 0
 
     def add(self, tick: Tick) -> int:
         """Register a stream's per-frame callback ``tick(now)``; returns a handle for ``remove``."""
@@ -94,7 +110,8 @@ class MediaPacer:
 
     def stats(self) -> PacerStats:
         h = self.lateness
-        return PacerStats(self.stream_count, h.total, h.quantile(0.5), h.quantile(0.99), h.max_ms, self.resyncs)
+        return PacerStats(self.stream_count, h.total, h.quantile(0.5), h.quantile(0.99), h.max_ms, self.resyncs,
+                          self.frames_skipped)
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -104,15 +121,20 @@ class MediaPacer:
         while True:
             # Sleep to an absolute schedule so jitter in one tick does not accumulate.
             tick += 1
-            due = start + tick * SLOT_MS / 1000
+            due = start + tick * SLOT_S
             delay = due - loop.time()
             if delay > 0:
                 await asyncio.sleep(delay)
-            elif delay < -FRAME_MS / 1000:
-                # We fell more than a frame behind (overload): skip ahead, don't burst.
-                self.resyncs += 1
-                start, tick = loop.time(), 0
-                due = start
+            else:
+                # Behind schedule: still let the loop run once per slot, or SIP
+                # and RTCP sockets starve (and overflow) for as long as we lag.
+                await asyncio.sleep(0)
+                skipped = frames_to_skip(loop.time() - due)
+                if skipped:
+                    self.resyncs += 1
+                    self.frames_skipped += skipped
+                    start += skipped * FRAME_S
+                    due += skipped * FRAME_S
             now = loop.time()
             callbacks = slots[tick % SLOTS]
             if not callbacks:
