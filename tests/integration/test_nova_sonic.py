@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 import numpy as np
 import pytest
 
+from callbridge.agent.providers.bedrock_clients import pooled_sessions
 from callbridge.agent.providers.nova_sonic import NovaSonicBackend, NovaSonicConfig
 from callbridge.agent.realtime import (
     ERROR_AUTH,
@@ -222,12 +223,35 @@ async def test_session_limit_is_session_expired(certs: StandinCertificates) -> N
     assert (error.code, error.recoverable) == (ERROR_SESSION_EXPIRED, True)
 
 
+async def test_sessions_share_one_connection_and_give_it_back(certs: StandinCertificates) -> None:
+    # Two calls at once, then a renewal's new session: one TLS connection, one
+    # native client, and nothing left leased once every session has closed.
+    async with standin(certs, BedrockScript()) as server:
+        first, second = backend_for(server), backend_for(server)
+        await asyncio.gather(first.start(setup()), second.start(setup()))
+        assert pooled_sessions() == [2]
+        for backend in (first, second):
+            backend.send_audio(silence(100))
+        await first.close()
+        third = backend_for(server)
+        await third.start(setup())
+        await asyncio.gather(second.close(), third.close())
+        assert pooled_sessions() == [0]
+        assert server.connections_accepted == 1
+        assert len(server.sessions) == 3
+        records = [await server.wait_session_done(index) for index in range(3)]
+    # Streams on a shared connection stay apart: each got exactly its own audio.
+    assert [len(record.audio) for record in records] == [3200, 3200, 0]
+    assert [record.rejected for record in records] == [[], [], []]
+
+
 async def test_wrong_secret_is_an_auth_error_at_start(certs: StandinCertificates) -> None:
     async with standin(certs, BedrockScript()) as server:
         backend = backend_for(server, secret="not-the-secret")
         with pytest.raises(ProviderError) as raised:
             await backend.start(setup())
         await backend.close()
+    assert pooled_sessions() == [0]  # the refused session gave its client back
     assert (raised.value.code, raised.value.recoverable) == (ERROR_AUTH, False)
     assert "InvalidSignature" in str(raised.value)
     assert server.sessions == []  # refused before any session began

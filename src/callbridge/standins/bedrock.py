@@ -253,6 +253,7 @@ class BedrockStandin:
         self._port = port
         self._server: asyncio.Server | None = None
         self._connections: set[_Connection] = set()
+        self.connections_accepted = 0  # TLS connections; sessions share them as HTTP/2 streams
 
     @property
     def port(self) -> int:
@@ -295,6 +296,7 @@ class BedrockStandin:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         connection = _Connection(self, writer)
         self._connections.add(connection)
+        self.connections_accepted += 1
         connection.h2.initiate_connection()
         connection.flush_socket()
         try:

@@ -31,8 +31,9 @@ from aws_sdk_bedrock_runtime.models import (
     InvokeModelWithBidirectionalStreamOutputChunk,
 )
 from smithy_aws_core.config.exceptions import ConfigValidationError
-from smithy_http.aio.crt import AWSCRTHTTPClient, AWSCRTHTTPClientConfig
+from smithy_http.aio.crt import AWSCRTHTTPClient
 
+from callbridge.agent.providers.bedrock_clients import ClientLease, lease_client, return_client
 from callbridge.agent.providers.chunking import CallerAudioChunker
 from callbridge.agent.providers.nova_events import (
     AUDIO_CHUNK_SAMPLES,
@@ -103,19 +104,24 @@ class NovaSonicBackend:
         self._chunker = CallerAudioChunker(INPUT_RATE, listening_samples=AUDIO_CHUNK_SAMPLES,
                                            quiet_samples=QUIET_AUDIO_CHUNK_SAMPLES)
         self._stream: Any = None
+        self._lease: ClientLease | None = None  # the shared client this session's stream runs on
         self._writer: asyncio.Task[None] | None = None
         self._reader: asyncio.Task[None] | None = None
         self._closed = False
 
     # -- lifecycle ---------------------------------------------------------------------------
 
-    async def _client(self) -> AsyncBedrockRuntimeClient:
+    def _client_key(self) -> tuple:
+        """What makes two sessions' clients interchangeable."""
         cfg = self.config
-        overrides: dict[str, Any] = {
-            "transport": AWSCRTHTTPClient(client_config=AWSCRTHTTPClientConfig(force_http_2=True)),
-            "max_attempts": cfg.max_attempts,
-        }
-        region = cfg.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+        return (cfg.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION"),
+                cfg.endpoint_uri, cfg.aws_access_key_id, cfg.aws_secret_access_key, cfg.aws_session_token,
+                cfg.max_attempts)
+
+    async def _build_client(self, transport: AWSCRTHTTPClient) -> AsyncBedrockRuntimeClient:
+        cfg = self.config
+        overrides: dict[str, Any] = {"transport": transport, "max_attempts": cfg.max_attempts}
+        region = self._client_key()[0]
         if region:
             overrides["region"] = region
         if cfg.endpoint_uri:
@@ -134,6 +140,11 @@ class NovaSonicBackend:
             resolved = await AsyncBedrockRuntimeConfig.resolve(**overrides, region=DEFAULT_REGION)
         return AsyncBedrockRuntimeClient(config=resolved)
 
+    async def _release_client(self) -> None:
+        lease, self._lease = self._lease, None
+        if lease is not None:
+            await return_client(self._client_key(), lease)
+
     async def start(self, setup: SessionSetup) -> None:
         cfg = self.config
         settings = PromptSettings(
@@ -141,14 +152,35 @@ class NovaSonicBackend:
             temperature=cfg.temperature,
             endpointing_sensitivity=cfg.endpointing_sensitivity if cfg.is_nova_2 else None)
         try:
-            client = await self._client()
-            self._stream = await client.invoke_model_with_bidirectional_stream(
-                InvokeModelWithBidirectionalStreamOperationInput(model_id=cfg.model_id))
+            self._lease = await lease_client(self._client_key(), self._build_client)
         except Exception as exc:
             code, recoverable, message = classify_error(exc)
             raise ProviderError(f"cannot open Nova Sonic stream: {message}", code=code,
                                 recoverable=recoverable) from exc
+        async with self._lease.opening():
+            try:
+                self._stream = await self._lease.client.invoke_model_with_bidirectional_stream(
+                    InvokeModelWithBidirectionalStreamOperationInput(model_id=cfg.model_id))
+            except Exception as exc:
+                await self._release_client()
+                code, recoverable, message = classify_error(exc)
+                raise ProviderError(f"cannot open Nova Sonic stream: {message}", code=code,
+                                    recoverable=recoverable) from exc
+            self._queue_setup(setup, settings)
+            self._writer = asyncio.create_task(self._write_loop(), name="nova-sonic-writer")
+            try:
+                async with asyncio.timeout(OPEN_TIMEOUT_S):
+                    _, receiver = await self._stream.await_output()
+            except Exception as exc:
+                code, recoverable, message = classify_error(exc)
+                await self._abort()
+                raise ProviderError(f"Nova Sonic refused the session: {message}", code=code,
+                                    recoverable=recoverable) from exc
+        self._reader = asyncio.create_task(self._read_loop(receiver), name="nova-sonic-reader")
+
+    def _queue_setup(self, setup: SessionSetup, settings: PromptSettings) -> None:
         # Order matters to Bedrock: session, prompt, SYSTEM text, history, then audio.
+        cfg = self.config
         setup_events = self._input.session_start(settings) + self._input.prompt_start(settings)
         setup_events += self._input.text("SYSTEM", setup.instructions, interactive=False)
         for message in setup.history:
@@ -166,16 +198,6 @@ class NovaSonicBackend:
         for item in self._held:
             self._outgoing.put_nowait(item)
         self._held.clear()
-        self._writer = asyncio.create_task(self._write_loop(), name="nova-sonic-writer")
-        try:
-            async with asyncio.timeout(OPEN_TIMEOUT_S):
-                _, receiver = await self._stream.await_output()
-        except Exception as exc:
-            code, recoverable, message = classify_error(exc)
-            await self._abort()
-            raise ProviderError(f"Nova Sonic refused the session: {message}", code=code,
-                                recoverable=recoverable) from exc
-        self._reader = asyncio.create_task(self._read_loop(receiver), name="nova-sonic-reader")
 
     async def close(self) -> None:
         if self._closed:
@@ -199,6 +221,7 @@ class NovaSonicBackend:
         if self._reader is not None:
             await self._settle(self._reader)
         await self._close_output()
+        await self._release_client()
 
     async def _abort(self) -> None:
         self._closed = True
@@ -212,6 +235,7 @@ class NovaSonicBackend:
         except Exception as exc:  # noqa: BLE001 - aborting: nothing more to save
             log.debug("aborting Nova Sonic input stream: %r", exc)
         self._events.put_nowait(None)
+        await self._release_client()
 
     async def _settle(self, task: asyncio.Task[None]) -> None:
         try:
