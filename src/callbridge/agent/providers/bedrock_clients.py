@@ -31,6 +31,7 @@ BuildClient = Callable[[AWSCRTHTTPClient], Awaitable[AsyncBedrockRuntimeClient]]
 
 @dataclass(eq=False)
 class ClientLease:
+    key: Hashable  # the configuration it was built for
     client: AsyncBedrockRuntimeClient
     transport: AWSCRTHTTPClient
     sessions: int = 0
@@ -84,7 +85,7 @@ async def lease_client(key: Hashable, build: BuildClient) -> ClientLease:
             transport = AWSCRTHTTPClient(eventloop=_shared_crt_event_loop(),
                                          client_config=AWSCRTHTTPClientConfig(force_http_2=True))
             try:
-                lease = ClientLease(await build(transport), transport)
+                lease = ClientLease(key, await build(transport), transport)
             except BaseException:
                 await transport.close()
                 raise
@@ -93,10 +94,10 @@ async def lease_client(key: Hashable, build: BuildClient) -> ClientLease:
         return lease
 
 
-async def return_client(key: Hashable, lease: ClientLease) -> None:
+async def return_client(lease: ClientLease) -> None:
     """The session is over. An idle client is kept for the next one; extra idle ones are closed."""
     lease.sessions -= 1
-    leases = _leases(key)
+    leases = _leases(lease.key)
     if lease.sessions > 0 or lease not in leases:
         return
     if any(other is not lease and other.sessions < SESSIONS_PER_CONNECTION for other in leases):
@@ -108,5 +109,5 @@ async def return_client(key: Hashable, lease: ClientLease) -> None:
 
 
 def pooled_sessions() -> list[int]:
-    """Sessions per pooled client on the running loop (for tests and /api diagnostics)."""
+    """Sessions per pooled client on the running loop (for tests)."""
     return [lease.sessions for leases in _pools.get(asyncio.get_running_loop(), {}).values() for lease in leases]

@@ -84,6 +84,11 @@ class NovaSonicConfig:
         return "nova-2-sonic" in self.model_id
 
 
+def provider_error(what: str, exc: BaseException) -> ProviderError:
+    code, recoverable, message = classify_error(exc)
+    return ProviderError(f"{what}: {message}", code=code, recoverable=recoverable)
+
+
 class NovaSonicBackend:
     input_rate = INPUT_RATE
     output_rate = OUTPUT_RATE
@@ -111,17 +116,19 @@ class NovaSonicBackend:
 
     # -- lifecycle ---------------------------------------------------------------------------
 
+    def _region(self) -> str | None:
+        return self.config.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+
     def _client_key(self) -> tuple:
         """What makes two sessions' clients interchangeable."""
         cfg = self.config
-        return (cfg.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION"),
-                cfg.endpoint_uri, cfg.aws_access_key_id, cfg.aws_secret_access_key, cfg.aws_session_token,
-                cfg.max_attempts)
+        return (self._region(), cfg.endpoint_uri, cfg.aws_access_key_id, cfg.aws_secret_access_key,
+                cfg.aws_session_token, cfg.max_attempts)
 
     async def _build_client(self, transport: AWSCRTHTTPClient) -> AsyncBedrockRuntimeClient:
         cfg = self.config
         overrides: dict[str, Any] = {"transport": transport, "max_attempts": cfg.max_attempts}
-        region = self._client_key()[0]
+        region = self._region()
         if region:
             overrides["region"] = region
         if cfg.endpoint_uri:
@@ -143,7 +150,7 @@ class NovaSonicBackend:
     async def _release_client(self) -> None:
         lease, self._lease = self._lease, None
         if lease is not None:
-            await return_client(self._client_key(), lease)
+            await return_client(lease)
 
     async def start(self, setup: SessionSetup) -> None:
         cfg = self.config
@@ -154,28 +161,22 @@ class NovaSonicBackend:
         try:
             self._lease = await lease_client(self._client_key(), self._build_client)
         except Exception as exc:
-            code, recoverable, message = classify_error(exc)
-            raise ProviderError(f"cannot open Nova Sonic stream: {message}", code=code,
-                                recoverable=recoverable) from exc
+            raise provider_error("cannot open Nova Sonic stream", exc) from exc
         async with self._lease.opening():
             try:
                 self._stream = await self._lease.client.invoke_model_with_bidirectional_stream(
                     InvokeModelWithBidirectionalStreamOperationInput(model_id=cfg.model_id))
             except Exception as exc:
                 await self._release_client()
-                code, recoverable, message = classify_error(exc)
-                raise ProviderError(f"cannot open Nova Sonic stream: {message}", code=code,
-                                    recoverable=recoverable) from exc
+                raise provider_error("cannot open Nova Sonic stream", exc) from exc
             self._queue_setup(setup, settings)
             self._writer = asyncio.create_task(self._write_loop(), name="nova-sonic-writer")
             try:
                 async with asyncio.timeout(OPEN_TIMEOUT_S):
                     _, receiver = await self._stream.await_output()
             except Exception as exc:
-                code, recoverable, message = classify_error(exc)
                 await self._abort()
-                raise ProviderError(f"Nova Sonic refused the session: {message}", code=code,
-                                    recoverable=recoverable) from exc
+                raise provider_error("Nova Sonic refused the session", exc) from exc
         self._reader = asyncio.create_task(self._read_loop(receiver), name="nova-sonic-reader")
 
     def _queue_setup(self, setup: SessionSetup, settings: PromptSettings) -> None:
