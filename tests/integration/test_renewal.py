@@ -57,6 +57,7 @@ class Provider:
     rate: int  # the caller side's rate: the provider's own, so nothing is resampled
     open: Callable[[], RealtimeBackend]
     received_audio: Callable[[], bytes]  # every session's caller audio, in order, in the wire format
+    received_per_session: Callable[[], list[bytes]]  # the same, one entry per provider session
     history_of: Callable[[int], str]  # the priming history session N received, as text
     tool_outputs: Callable[[], list[str]]
     wire: Callable[[np.ndarray], bytes]  # caller PCM as the provider's wire carries it
@@ -65,7 +66,8 @@ class Provider:
 
 @asynccontextmanager
 async def nova(certs: StandinCertificates, steps: list[Step], *, secret: str = DEFAULT_SECRET_KEY,
-               down: bool = False) -> AsyncIterator[Provider]:
+               down: bool = False, server_ends_after_s: float | None = None,
+               server_exception: str = "modelTimeoutException") -> AsyncIterator[Provider]:
     turns: list[Any] = []
     for step in steps:
         if step.fail:
@@ -77,7 +79,8 @@ async def nova(certs: StandinCertificates, steps: list[Step], *, secret: str = D
         else:
             turns.append(Say(step.reply or "", audio_ms=300, user_text=step.user))
     script = BedrockScript(turns=turns, fallback=Say("Okay.", audio_ms=200, user_text="(caller speech)"),
-                           end_of_turn_ms=300, session_limit_s=SESSION_LIMIT_S, shared_turns=True)
+                           end_of_turn_ms=300, session_limit_s=server_ends_after_s or SESSION_LIMIT_S,
+                           session_limit_exception=server_exception, shared_turns=True)
     server = BedrockStandin(script, certs)
     await server.start()
     endpoint = server.endpoint_uri
@@ -87,12 +90,15 @@ async def nova(certs: StandinCertificates, steps: list[Step], *, secret: str = D
     def open_backend() -> RealtimeBackend:
         return NovaSonicBackend(NovaSonicConfig(
             endpoint_uri=endpoint, region="us-east-1", aws_access_key_id=DEFAULT_ACCESS_KEY,
-            aws_secret_access_key=secret, max_attempts=1, max_session_s=SESSION_LIMIT_S))
+            aws_secret_access_key=secret, max_attempts=1,
+            # server-ended sessions: we must not renew first
+            max_session_s=None if server_ends_after_s else SESSION_LIMIT_S))
 
     try:
         yield Provider(
             "nova_sonic", 16000, open_backend,
             received_audio=lambda: b"".join(bytes(s.audio) for s in server.sessions),
+            received_per_session=lambda: [bytes(s.audio) for s in server.sessions],
             history_of=lambda n: json.dumps(server.sessions[n].history),
             tool_outputs=lambda: [content for s in server.sessions for _id, content in s.tool_results],
             wire=lambda pcm: pcm.astype("<i2").tobytes(),
@@ -104,8 +110,9 @@ async def nova(certs: StandinCertificates, steps: list[Step], *, secret: str = D
 
 @asynccontextmanager
 async def openai(certs: StandinCertificates, steps: list[Step], *, secret: str = KEY,
-                 down: bool = False) -> AsyncIterator[Provider]:
-    script = OpenAIRealtimeScript(session_limit_s=SESSION_LIMIT_S)
+                 down: bool = False, server_ends_after_s: float | None = None,
+                 server_exception: str = "") -> AsyncIterator[Provider]:
+    script = OpenAIRealtimeScript(session_limit_s=server_ends_after_s or SESSION_LIMIT_S)
     for step in steps:
         if step.fail:
             script.add(Turn(step.user, ScriptedError("server_error", "the model failed", partial_audio_ms=100)))
@@ -123,12 +130,13 @@ async def openai(certs: StandinCertificates, steps: list[Step], *, secret: str =
     def open_backend() -> RealtimeBackend:
         return OpenAIRealtimeBackend(OpenAIRealtimeConfig(
             api_key=secret, url=url, audio_format="g711_ulaw", silence_duration_ms=300, prefix_padding_ms=100,
-            max_session_s=SESSION_LIMIT_S))
+            max_session_s=None if server_ends_after_s else SESSION_LIMIT_S))
 
     try:
         yield Provider(
             "openai_realtime", 8000, open_backend,
             received_audio=lambda: b"".join(bytes(s.input_audio) for s in server.sessions),
+            received_per_session=lambda: [bytes(s.input_audio) for s in server.sessions],
             history_of=lambda n: json.dumps(server.sessions[n].history),
             tool_outputs=lambda: [o.get("output", "") for s in server.sessions for o in s.function_outputs],
             wire=lambda pcm: bytes(ulaw_encode(pcm)),
@@ -253,3 +261,54 @@ async def test_a_wrong_secret_is_refused_and_falls_back_without_retrying(kind, c
         [error] = [e for e in side.transcript if e["role"] == "error"]
         assert error["code"] == "auth"
         assert provider.sessions() <= 1  # refused once; the same credentials are not tried again
+
+
+def boundary_gaps(sessions: list[bytes], sent: bytes) -> tuple[list[int], int]:
+    """Where each session's received audio sits in what the caller sent.
+
+    Returns, per boundary between sessions, the bytes of caller audio no session received
+    (negative: received twice), and the bytes of the call's tail no session received.
+    Each session's audio must be one exact, contiguous piece of the caller's."""
+    cursor, gaps = 0, []
+    for index, got in enumerate(s for s in sessions if s):
+        probe = got[:800]  # the caller's dither makes any 800 bytes unique in the call
+        at = sent.find(probe, max(0, cursor - 16000))
+        assert at >= 0, f"session {index}'s audio is not a piece of what the caller sent"
+        assert got == sent[at:at + len(got)], f"session {index}'s audio differs from the caller's"
+        if index == 0:
+            assert at == 0, f"the first session missed the call's first {at} bytes"
+        else:
+            gaps.append(at - cursor)
+        cursor = at + len(got)
+    return gaps, len(sent) - cursor
+
+
+@pytest.mark.parametrize(("kind", "exception"), [("nova_sonic", "modelTimeoutException"),
+                                                 ("nova_sonic", "internalServerException"),
+                                                 ("openai_realtime", "")])
+async def test_sessions_the_server_ends_lose_no_caller_audio(kind, exception, certs, tmp_path):
+    """The provider ends each session on its own clock (Bedrock's 8-minute limit, cut to
+    1.5 s; or an error): every caller sample reaches exactly one session, checked on the
+    bytes each stand-in session received, within one 20 ms frame per boundary."""
+    steps = [Step(f"Question {n}.", f"Answer {n}.") for n in range(8)]
+    async with PROVIDERS[kind](certs, steps, server_ends_after_s=1.5, server_exception=exception) as provider:
+        rate = provider.rate
+        rng = np.random.default_rng(7)
+        async with agent_call(provider, tmp_path) as (side, session, task):
+            spoken = []
+            for _ in range(4):  # speech and pauses, with a quiet dither so every stretch is unique
+                for part in (tone(0.5, rate), np.zeros(int(1.1 * rate), np.int16)):
+                    part = (part + rng.integers(-40, 41, len(part))).astype(np.int16)
+                    await talk(side.stream, part)
+                    spoken.append(part)
+            await asyncio.sleep(0.3)
+        sent = provider.wire(np.concatenate(spoken))
+        sessions = provider.received_per_session()
+        gaps, tail = boundary_gaps(sessions, sent)
+        frame = len(provider.wire(np.zeros(rate // 50, np.int16)))  # one 20 ms frame on the wire
+        ended = [e for e in side.transcript if e["role"] == "renewal"]
+        assert len(gaps) >= 3 and len(ended) >= 3, (gaps, side.transcript)
+        assert all(r["reason"] in ("expired", "recovered") for r in ended), ended
+        lost_ms = [round(gap * 20 / frame) for gap in gaps]
+        assert all(abs(gap) <= frame for gap in gaps), f"caller audio lost (+) or doubled (-) per boundary: {lost_ms} ms"
+        assert tail == 0, f"the last session missed the call's last {tail * 20 / frame:.0f} ms"

@@ -66,6 +66,8 @@ class ScriptedBackend:
         self._voiced = 0
         self._quiet = 0
         self._expiry: asyncio.TimerHandle | None = None
+        self._ended = False  # like a real provider, an ended session takes no more audio
+        self._unsent: list[np.ndarray] = []
 
     async def start(self, setup: SessionSetup) -> None:
         failure = self.provider.failures.pop(0) if self.provider.failures else None
@@ -76,10 +78,14 @@ class ScriptedBackend:
             self._expiry = asyncio.get_running_loop().call_later(self.max_session_s, self._expire)
 
     def _expire(self) -> None:
+        self._ended = True
         self._events.put_nowait(BackendError("session limit", code=ERROR_SESSION_EXPIRED))
         self._events.put_nowait(None)
 
     def send_audio(self, pcm: np.ndarray) -> None:
+        if self._ended:
+            self._unsent.append(pcm)
+            return
         self.samples += len(pcm)
         if np.abs(pcm).max(initial=0) > 1000:
             self._voiced += len(pcm)
@@ -100,6 +106,7 @@ class ScriptedBackend:
             self._events.put_nowait(UserTranscript(user_text, True, turn))
         if self.number in self.provider.fail_mid_turn:
             self.provider.fail_mid_turn.discard(self.number)
+            self._ended = True
             self._events.put_nowait(BackendError("model failed", code=ERROR_INTERNAL))
             self._events.put_nowait(None)
             return
@@ -115,6 +122,10 @@ class ScriptedBackend:
 
     def interrupted(self, turn_id: str, heard_text: str, heard_ms: int) -> None:
         pass
+
+    def withdraw_unsent_audio(self) -> np.ndarray:
+        unsent, self._unsent = self._unsent, []
+        return np.concatenate(unsent) if unsent else np.zeros(0, np.int16)
 
     async def events(self) -> AsyncIterator:
         while (event := await self._events.get()) is not None:

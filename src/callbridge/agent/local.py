@@ -90,6 +90,9 @@ class LocalBackend:
         self._tool_results: dict[str, asyncio.Future[str]] = {}
         self._was_speaking = False
         self._closed = False
+        self._unsent: list[np.ndarray] = []  # caller audio given after the session expired
+        self._expired = False
+        self._withdrawn = False
         self._messages: list[dict[str, Any]] = []  # the chat model's conversation
         self._tool_schemas: list[dict[str, Any]] = []
         self._expiry: asyncio.TimerHandle | None = None
@@ -109,6 +112,8 @@ class LocalBackend:
 
     def send_audio(self, pcm: np.ndarray) -> None:
         if self._closed:
+            if self._expired and not self._withdrawn:  # the next session gets it: withdraw_unsent_audio
+                self._unsent.append(pcm)
             return
         utterance = self._detector.feed(pcm)
         self._quiet_samples += len(pcm)
@@ -180,8 +185,16 @@ class LocalBackend:
     def _expire(self) -> None:
         # Behaves like a cloud session reaching its limit, so renewal can be shown offline.
         self._emit(BackendError("local session limit reached", code=ERROR_SESSION_EXPIRED))
-        self._closed = True
+        self._closed = self._expired = True
         self._events.put_nowait(None)
+
+    def withdraw_unsent_audio(self) -> np.ndarray:
+        # A live local session hears every frame the moment it is given; only audio that
+        # arrived after it expired was never heard.
+        self._withdrawn = True
+        self._closed = True
+        unsent, self._unsent = self._unsent, []
+        return np.concatenate(unsent) if unsent else np.zeros(0, np.int16)
 
     async def close(self) -> None:
         self._closed = True

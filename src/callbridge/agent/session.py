@@ -368,7 +368,11 @@ class AgentSession:
             return
         started = time.monotonic()
         self._recovering = True
-        self._buffer = []
+        # What the failed session never took (its unsent tail, or audio written after the
+        # provider ended it) comes first in the replay: the caller's words stay whole.
+        unsent = failed.backend.withdraw_unsent_audio()
+        self.samples_forwarded -= len(unsent)
+        self._buffer = [unsent] if len(unsent) else []
         self._retire(failed)
         unanswered = self._unanswered_user_turn(cut_short=self._agent_busy)
         turns = conversation_turns(self.transcript)

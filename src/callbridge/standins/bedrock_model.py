@@ -121,7 +121,9 @@ class ModelSession:
         if self.closed:
             return
         if self._expires_at is not None and now >= self._expires_at:
-            self._fail("modelTimeoutException", SESSION_TIMEOUT_MESSAGE)
+            exception = self.script.session_limit_exception
+            self._fail(exception, SESSION_TIMEOUT_MESSAGE if exception == "modelTimeoutException"
+                       else "The system encountered an unexpected error during processing. Try your request again.")
             return
         if self._reply is not None and now >= self._reply.speaking_until:
             reply, self._reply = self._reply, None

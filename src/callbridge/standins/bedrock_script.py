@@ -54,6 +54,9 @@ class BedrockScript:
     speech_rms: float = 300.0  # int16 RMS above which a 10 ms block counts as speech
     end_of_turn_ms: int = 300  # quiet after speech that ends a caller turn (Nova: 1.5-2 s)
     session_limit_s: float | None = None  # Bedrock's 8 minutes, shortened for tests
+    # what ends a session at its limit: Bedrock sends modelTimeoutException; any stream
+    # exception can be named to end sessions "after an error" on the same clock
+    session_limit_exception: str = "modelTimeoutException"
     credentials: dict[str, str] = field(default_factory=lambda: {DEFAULT_ACCESS_KEY: DEFAULT_SECRET_KEY})
     # True: one conversation across sessions, as a renewed session continues it;
     # False: every session starts the script from its first turn

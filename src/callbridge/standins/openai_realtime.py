@@ -155,6 +155,7 @@ class _Session:
         self._ready: list[Reply] = []  # follow-ups whose output arrived, spoken on response.create
         self._audio_seen = False
         self._limit: asyncio.Task[None] | None = None
+        self._expired = False
 
     def _id(self, prefix: str) -> str:
         return f"{prefix}_{self._tag}{next(self._ids):06d}"
@@ -187,6 +188,8 @@ class _Session:
                                                      "param": param, "event_id": event_id}})
 
     async def _receive(self, raw: str | bytes) -> None:
+        if self._expired:
+            return
         try:
             event = json.loads(raw)
             if not isinstance(event, dict):
@@ -262,6 +265,7 @@ class _Session:
 
     async def _expire(self, after_s: float) -> None:
         await asyncio.sleep(after_s)
+        self._expired = True  # from here the session takes nothing more, as the API's does
         await self._stop_active("turn_detected", announce=False)
         minutes = f"{after_s / 60:g}"
         message = f"Your session hit the maximum duration of {minutes} minutes."

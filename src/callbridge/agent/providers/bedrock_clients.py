@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from aws_sdk_bedrock_runtime.client import AsyncBedrockRuntimeClient
 from smithy_http.aio.crt import AWSCRTHTTPClient, AWSCRTHTTPClientConfig, _AWSCRTEventLoop
 
+from callbridge.agent.providers.tcp_nodelay import set_nodelay_to_port
+
 log = logging.getLogger(__name__)
 
 SESSIONS_PER_CONNECTION = 16
@@ -34,6 +36,7 @@ class ClientLease:
     key: Hashable  # the configuration it was built for
     client: AsyncBedrockRuntimeClient
     transport: AWSCRTHTTPClient
+    port: int = 443  # the endpoint's
     sessions: int = 0
     connected: bool = False
     _connecting: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -49,6 +52,7 @@ class ClientLease:
         async with self._connecting:
             yield
             self.connected = True
+            set_nodelay_to_port(self.port)  # the connection now exists: see tcp_nodelay
 
 
 # One CRT event-loop group (a native thread) serves every transport; the SDK
@@ -74,7 +78,7 @@ def _leases(key: Hashable) -> list[ClientLease]:
     return _pools.setdefault(asyncio.get_running_loop(), {}).setdefault(key, [])
 
 
-async def lease_client(key: Hashable, build: BuildClient) -> ClientLease:
+async def lease_client(key: Hashable, build: BuildClient, *, port: int = 443) -> ClientLease:
     """A client for one more session under ``key``; give it back with :func:`return_client`."""
     loop = asyncio.get_running_loop()
     lock = _locks.setdefault(loop, {}).setdefault(key, asyncio.Lock())
@@ -85,7 +89,7 @@ async def lease_client(key: Hashable, build: BuildClient) -> ClientLease:
             transport = AWSCRTHTTPClient(eventloop=_shared_crt_event_loop(),
                                          client_config=AWSCRTHTTPClientConfig(force_http_2=True))
             try:
-                lease = ClientLease(key, await build(transport), transport)
+                lease = ClientLease(key, await build(transport), transport, port)
             except BaseException:
                 await transport.close()
                 raise

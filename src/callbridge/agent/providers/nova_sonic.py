@@ -20,6 +20,7 @@ import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import numpy as np
 from aws_sdk_bedrock_runtime.client import AsyncBedrockRuntimeClient
@@ -100,11 +101,16 @@ class NovaSonicBackend:
         self.audio_samples_sent = 0  # caller samples actually written to the stream
         self._input = NovaInput()
         self._output = NovaOutput()
-        # (event, caller samples in it); None ends the writer
-        self._outgoing: asyncio.Queue[tuple[dict[str, Any], int] | None] = asyncio.Queue()
+        # (event, the caller PCM in it: b"" for other events); None ends the writer
+        self._outgoing: asyncio.Queue[tuple[dict[str, Any], bytes] | None] = asyncio.Queue()
         self._events: asyncio.Queue[AgentEvent | None] = asyncio.Queue()
-        self._held: list[tuple[dict[str, Any], int]] = []  # sent before start() opened the audio
+        self._held: list[tuple[dict[str, Any], bytes]] = []  # sent before start() opened the audio
         self._audio_open = False
+        # Bedrock has ended the stream (an exception, or the end of its output): whatever is
+        # written from then on is lost, so caller audio stays here for the next session.
+        self._server_ended = False
+        self._unaccepted: list[bytes] = []  # caller PCM the stream did not take, in order
+        self._audio_withdrawn = False
         # Small audio events while the model listens for the end of a turn, large ones otherwise.
         self._chunker = CallerAudioChunker(INPUT_RATE, listening_samples=AUDIO_CHUNK_SAMPLES,
                                            quiet_samples=QUIET_AUDIO_CHUNK_SAMPLES)
@@ -118,6 +124,9 @@ class NovaSonicBackend:
 
     def _region(self) -> str | None:
         return self.config.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+
+    def _endpoint_port(self) -> int:
+        return urlsplit(self.config.endpoint_uri).port or 443 if self.config.endpoint_uri else 443
 
     def _client_key(self) -> tuple:
         """What makes two sessions' clients interchangeable."""
@@ -159,7 +168,7 @@ class NovaSonicBackend:
             temperature=cfg.temperature,
             endpointing_sensitivity=cfg.endpointing_sensitivity if cfg.is_nova_2 else None)
         try:
-            self._lease = await lease_client(self._client_key(), self._build_client)
+            self._lease = await lease_client(self._client_key(), self._build_client, port=self._endpoint_port())
         except Exception as exc:
             raise provider_error("cannot open Nova Sonic stream", exc) from exc
         async with self._lease.opening():
@@ -194,7 +203,7 @@ class NovaSonicBackend:
                 log.warning("Nova Sonic v1 cannot speak first; the greeting is skipped")
         setup_events += self._input.audio_start()
         for event in setup_events:
-            self._outgoing.put_nowait((event, 0))
+            self._outgoing.put_nowait((event, b""))
         self._audio_open = True
         for item in self._held:
             self._outgoing.put_nowait(item)
@@ -207,11 +216,14 @@ class NovaSonicBackend:
         if self._stream is None:
             self._events.put_nowait(None)
             return
+        if self._server_ended:
+            self._collect_unsent()  # a dead stream takes nothing more, not even its closing events
         if self._writer is not None and not self._writer.done():
-            for tail in self._chunker.flush():  # the last partial chunk: every sample sent must arrive
-                self._outgoing.put_nowait((self._input.audio(tail), len(tail) // 2))
-            for event in self._input.close():
-                self._outgoing.put_nowait((event, 0))
+            if not self._server_ended:
+                for tail in self._chunker.flush():  # the last partial chunk: every sample sent must arrive
+                    self._outgoing.put_nowait((self._input.audio(tail), tail))
+                for event in self._input.close():
+                    self._outgoing.put_nowait((event, b""))
             self._outgoing.put_nowait(None)
             await self._settle(self._writer)
         try:
@@ -258,15 +270,24 @@ class NovaSonicBackend:
 
     async def _write_loop(self) -> None:
         while (item := await self._outgoing.get()) is not None:
-            event, samples = item
+            event, audio = item
+            if self._server_ended:
+                self._keep_unaccepted(audio)
+                continue
             chunk = InvokeModelWithBidirectionalStreamInputChunk(
                 value=BidirectionalInputPayloadPart(bytes_=json.dumps(event).encode("utf-8")))
             try:
                 await self._stream.input_stream.send(chunk)
             except Exception as exc:  # the reader reports why the stream ended
                 log.info("Nova Sonic input stream closed: %s", exc)
-                return
-            self.audio_samples_sent += samples
+                self._server_ended = True
+                self._keep_unaccepted(audio)
+                continue  # the rest of the queue is kept the same way
+            self.audio_samples_sent += len(audio) // 2
+
+    def _keep_unaccepted(self, audio: bytes) -> None:
+        if audio and not self._audio_withdrawn:
+            self._unaccepted.append(audio)
 
     async def _read_loop(self, receiver: Any) -> None:
         try:
@@ -286,30 +307,58 @@ class NovaSonicBackend:
                         self._chunker.model_finished()
                     self._events.put_nowait(agent_event)
         except Exception as exc:
+            self._server_ended = True  # before the session hears of it: it withdraws what was not taken
             error = error_event(exc)
             log.warning("Nova Sonic stream ended: %s (%s)", error.message, error.code)
             self._events.put_nowait(error)
         finally:
+            self._server_ended = True
             self._events.put_nowait(None)
 
     # -- input ------------------------------------------------------------------------------
 
-    def _enqueue(self, event: dict[str, Any], samples: int = 0) -> None:
+    def _enqueue(self, event: dict[str, Any], audio: bytes = b"") -> None:
         if self._closed:
             return
         if self._audio_open:
-            self._outgoing.put_nowait((event, samples))
+            self._outgoing.put_nowait((event, audio))
         else:
-            self._held.append((event, samples))
-
-    def _send_audio_bytes(self, pcm: bytes) -> None:
-        self._enqueue(self._input.audio(pcm), len(pcm) // 2)
+            self._held.append((event, audio))
 
     def send_audio(self, pcm: np.ndarray) -> None:
+        if self._audio_withdrawn:
+            return
         if self._closed:
+            if self._server_ended:  # ended by Bedrock and closed before the session withdrew it
+                self._keep_unaccepted(np.asarray(pcm, dtype="<i2").tobytes())
             return
         for chunk in self._chunker.feed(pcm):
-            self._send_audio_bytes(chunk)
+            self._enqueue(self._input.audio(chunk), chunk)
+
+    def withdraw_unsent_audio(self) -> np.ndarray:
+        """Caller audio Bedrock did not take: written after it ended the stream, still queued
+        for the writer, held before the stream opened, or in the chunker's partial event."""
+        self._collect_unsent()
+        self._audio_withdrawn = True
+        parts, self._unaccepted = self._unaccepted, []
+        return np.frombuffer(b"".join(parts), dtype="<i2").copy()
+
+    def _collect_unsent(self) -> None:
+        """Move every piece of caller audio not yet written into ``_unaccepted``, in order."""
+        others: list[tuple[dict[str, Any], bytes] | None] = []
+        while not self._outgoing.empty():
+            item = self._outgoing.get_nowait()
+            if item is not None and item[1]:
+                self._keep_unaccepted(item[1])
+            else:
+                others.append(item)  # control events and the writer's end mark keep their order
+        for item in others:
+            self._outgoing.put_nowait(item)
+        for _, audio in self._held:
+            self._keep_unaccepted(audio)
+        self._held = [(event, audio) for event, audio in self._held if not audio]
+        for tail in self._chunker.flush():
+            self._keep_unaccepted(tail)
 
     def send_text(self, text: str) -> None:
         for event in self._input.text("USER", text, interactive=True):

@@ -116,9 +116,16 @@ class OpenAIRealtimeBackend:
         self._interpreter = ServerEventInterpreter(self._audio)
         self._ws: ClientConnection | None = None
         self._events: asyncio.Queue[AgentEvent | None] = asyncio.Queue()
-        self._outbox: asyncio.Queue[str | None] = asyncio.Queue()  # unbounded: send_* never blocks
+        # (message, the caller PCM an append carries, else None); unbounded: send_* never blocks
+        self._outbox: asyncio.Queue[tuple[str, np.ndarray | None] | None] = asyncio.Queue()
         self._pending_audio = bytearray()
+        self._pending_pcm: list[np.ndarray] = []  # the batch's caller audio as given, for a replay
         self._pending_samples = 0
+        # The server has ended the session (a fatal error, or the socket closed): caller audio
+        # not yet written stays here for the next session.
+        self._server_ended = False
+        self._unaccepted: list[np.ndarray] = []
+        self._audio_withdrawn = False
         self._flush_timer: asyncio.TimerHandle | None = None
         self._batch_bytes = self._audio.rate * AUDIO_BATCH_MS // 1000 * self._audio.bytes_per_sample
         self._keys = ""
@@ -203,9 +210,14 @@ class OpenAIRealtimeBackend:
     # -- caller side ----------------------------------------------------------------------
 
     def send_audio(self, pcm: np.ndarray) -> None:
+        if self._audio_withdrawn:
+            return
         if self._closed:
+            if self._server_ended:  # ended by the server and closed before the session withdrew it
+                self._keep_unaccepted(pcm)
             return
         self._pending_audio += self._audio.encode(pcm)
+        self._pending_pcm.append(pcm)
         self._pending_samples += len(pcm)
         if len(self._pending_audio) >= self._batch_bytes:
             self._flush_audio()
@@ -244,10 +256,38 @@ class OpenAIRealtimeBackend:
                 return
             yield event
 
+    def withdraw_unsent_audio(self) -> np.ndarray:
+        """Caller audio the server did not take: written after it ended the session, still
+        queued for the writer, or in the batch being gathered."""
+        self._collect_unsent()
+        self._audio_withdrawn = True
+        parts, self._unaccepted = self._unaccepted, []
+        return np.concatenate(parts).astype(np.int16) if parts else np.zeros(0, np.int16)
+
+    def _collect_unsent(self) -> None:
+        """Move every piece of caller audio not yet written into ``_unaccepted``, in order."""
+        others: list[tuple[str, np.ndarray | None] | None] = []
+        while not self._outbox.empty():
+            item = self._outbox.get_nowait()
+            if item is not None and item[1] is not None:
+                self._keep_unaccepted(item[1])
+            else:
+                others.append(item)  # control events and the writer's end mark keep their order
+        for item in others:
+            self._outbox.put_nowait(item)
+        for pcm in self._pending_pcm:
+            self._keep_unaccepted(pcm)
+        self._pending_pcm = []
+        self._pending_audio.clear()
+        self._pending_samples = 0
+
     async def close(self) -> None:
         if self._closed:
             return
-        self._flush_audio()  # the caller's last few milliseconds belong to this session too
+        if self._server_ended:
+            self._collect_unsent()  # a closed session takes nothing more
+        else:
+            self._flush_audio()  # the caller's last few milliseconds belong to this session too
         self._closed = True
         for timer in (self._flush_timer, self._key_timer):
             if timer is not None:
@@ -274,7 +314,7 @@ class OpenAIRealtimeBackend:
         if self._closed:
             return
         self._flush_audio()  # keep audio and control events in the order they were given
-        self._outbox.put_nowait(json.dumps(event))
+        self._outbox.put_nowait((json.dumps(event), None))
 
     def _flush_audio(self) -> None:
         if self._flush_timer is not None:
@@ -282,9 +322,11 @@ class OpenAIRealtimeBackend:
             self._flush_timer = None
         if not self._pending_audio or self._closed:
             return
-        self._outbox.put_nowait(json.dumps(wire.audio_append(bytes(self._pending_audio))))
+        pcm = self._pending_pcm[0] if len(self._pending_pcm) == 1 else np.concatenate(self._pending_pcm)
+        self._outbox.put_nowait((json.dumps(wire.audio_append(bytes(self._pending_audio))), pcm))
         self._interpreter.note_audio_sent(self._pending_samples)
         self._pending_audio.clear()
+        self._pending_pcm = []
         self._pending_samples = 0
 
     def _request_response(self) -> None:
@@ -318,11 +360,20 @@ class OpenAIRealtimeBackend:
 
     async def _write_loop(self) -> None:
         assert self._ws is not None
-        while (message := await self._outbox.get()) is not None:
+        while (item := await self._outbox.get()) is not None:
+            message, pcm = item
+            if self._server_ended:
+                self._keep_unaccepted(pcm)
+                continue
             try:
                 await self._ws.send(message)
-            except ConnectionClosed:
-                return  # the reader reports why
+            except ConnectionClosed:  # the reader reports why
+                self._server_ended = True
+                self._keep_unaccepted(pcm)
+
+    def _keep_unaccepted(self, pcm: np.ndarray | None) -> None:
+        if pcm is not None and not self._audio_withdrawn:
+            self._unaccepted.append(pcm)
 
     async def _read_loop(self) -> None:
         assert self._ws is not None
@@ -342,6 +393,7 @@ class OpenAIRealtimeBackend:
                     break
         except ConnectionClosed:
             pass
+        self._server_ended = True  # nothing written from now on reaches the model
         if not self._interpreter.failed and not self._closed:
             self._events.put_nowait(self._lost_connection())
         self._end()
