@@ -4,6 +4,10 @@ Packets go in as they arrive (:meth:`AudioReceiver.push`); the pacer pulls
 exactly one tick of PCM (:meth:`AudioReceiver.read`) every 20 ms, whatever
 the sender's packet size. Decoded audio waits in a small FIFO, so a peer
 that sends 30 ms packets (SIPp's shipped pcap does) is heard correctly.
+
+Playout runs on the ticks' own clock: each read is one tick later than the
+last, however late the event loop ran it, so a late tick and the pacer's
+catch-up are not mistaken for network jitter.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import numpy as np
 
 from ..rtp.jitter import CN_PAYLOAD_TYPE, ComfortNoise, Frame, Gap, GapReason, JitterBuffer
 from .codecs.base import AudioCodec, PcmArray
+from .pacer import MAX_CATCH_UP_MS
 
 TICK_MS = 20
 # Concealment repeats the last frame, fading by this factor each time, so a
@@ -19,6 +24,10 @@ TICK_MS = 20
 CONCEAL_FADE = 0.6
 FULL_SCALE = 32767.0
 NOISE_SEED = 0x5EED
+# A read up to this much after its tick was due is a late tick, played as if on time: the pacer
+# catches up that far by running overdue ticks back to back. Later than that, it skipped whole
+# frames, and the playout clock jumps to the wall clock again.
+MAX_TICK_SLIP_MS = MAX_CATCH_UP_MS
 
 
 class AudioReceiver:
@@ -31,6 +40,8 @@ class AudioReceiver:
         # The RTP clock can differ from the audio rate (G.722: 8000 vs 16000, RFC 3551 §4.5.2).
         self._samples_per_tick_unit = codec.sample_rate / codec.clock_rate
         self.tick_samples = codec.sample_rate * tick_ms // 1000
+        self._tick_s = tick_ms / 1000
+        self._clock: float | None = None  # when the last read's tick was due
         self.jitter = jitter or JitterBuffer(codec.clock_rate, ptime_ms, cn_payload_type=cn_payload_type)
         self._silence = np.zeros(self.tick_samples, dtype=np.int16)
         self._fifo: PcmArray = self._silence[:0]
@@ -49,6 +60,7 @@ class AudioReceiver:
 
     def read(self, now: float) -> PcmArray:
         """The next tick of caller audio (speech, concealment, comfort noise or silence)."""
+        now = self._tick_due(now)
         fifo = self._fifo
         need = self.tick_samples
         if len(fifo) >= need:
@@ -62,6 +74,20 @@ class AudioReceiver:
             fifo = np.concatenate((fifo, self._render(self.jitter.pop(now))))
         self._fifo = fifo[need:]
         return fifo[:need]
+
+    def _tick_due(self, now: float) -> float:
+        # The jitter buffer measures how far behind schedule playout is from ``now``. A tick the
+        # event loop ran late would read as a late schedule, and the buffer would drop a frame to
+        # catch up (or stretch one when the pacer's next ticks come quickly); at the start of a
+        # talkspurt that frame is the caller's first. So a read never counts as later than one
+        # tick after the last, unless it is so late that the pacer must have skipped frames.
+        clock = self._clock
+        if clock is not None:
+            due = clock + self._tick_s
+            if due < now <= due + MAX_TICK_SLIP_MS / 1000:
+                now = due
+        self._clock = now
+        return now
 
     def _frame_samples(self) -> int:
         return round(self.jitter.samples_per_frame * self._samples_per_tick_unit)

@@ -351,8 +351,11 @@ class JitterBuffer:
             return self._idle_output()
         ideal = (now - self._base - self._target) * self.clock_rate
         for _ in range(2):  # a pop may leave the talkspurt and re-anchor once
-            if not self._anchored and not self._anchor(ideal):
-                return self._idle_output()
+            if not self._anchored:
+                anchored = self._anchor(ideal)
+                if anchored is None:
+                    return self._idle_output()
+                ideal = anchored
             out = self._play(ideal)
             if out is not None:
                 return out
@@ -361,18 +364,32 @@ class JitterBuffer:
     def _idle_output(self) -> Output:
         return self._cn if self._cn is not None else GAP_SILENCE
 
-    def _anchor(self, ideal: float) -> bool:
+    def _anchor(self, ideal: float) -> float | None:
+        """Start playing at the oldest buffered frame; the schedule's position to play against,
+        or None while still buffering up to the target delay."""
         order = self._order
         if not order or order[0] > ideal:
-            return False  # still buffering up to the target delay
-        # Several frames already due means they came in late; keep only the newest.
+            return None
+        # Frames already overdue were not late: they waited for this pop. The pop came late (a busy
+        # event loop), the transit floor fell while we buffered (a later packet came faster), or
+        # they arrived before the stream started ticking. Dropping them would cut the start of the
+        # talkspurt (the caller's first syllable), so play from the oldest and grow the delay by
+        # the whole frames it is overdue, as for any delay spike (_adapt releases it slowly).
+        # Only a backlog past the maximum delay is dropped, oldest first.
+        spf = self.samples_per_frame
+        overdue = int((ideal - order[0]) // spf)
+        if overdue:
+            grow = min(overdue * spf / self.clock_rate, self._max_delay - self._target)
+            if grow > 0:
+                self._target += grow
+                ideal -= grow * self.clock_rate
         while len(order) > 1 and order[1] <= ideal:
             self._consume_head()
             self.late += 1
         self._play_ts = order[0]
         self._anchored = True
         self._conceal_run = 0
-        return True
+        return ideal
 
     def _play(self, ideal: float) -> Output | None:
         """Output for the current slot, or None to go idle and re-anchor."""
