@@ -15,8 +15,9 @@ from ..sip.session import InviteSession
 
 # Why a call ended. "caller_hangup" is the remote party hanging up in either
 # direction (on an outbound call: the callee), so one word covers "they left".
+# "no_media_ports": refused with 503 because no RTP port pair was free (capacity, not a bug).
 END_REASONS = frozenset({"caller_hangup", "agent_hangup", "transfer", "busy", "no_answer", "rejected",
-                         "failed", "timeout", "error"})
+                         "failed", "timeout", "error", "no_media_ports"})
 
 CallObserver = Callable[["Call", str, dict[str, Any]], None]
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -38,6 +38,9 @@ TELEPHONE_EVENT_CLOCK = 8000
 DEFAULT_TELEPHONE_EVENT_FMTP = "0-16"
 STATIC_CN_PT = 13
 RTP_PROTOS = ("RTP/AVP",)
+AVP = "RTP/AVP"
+SAVP = "RTP/SAVP"  # RFC 3711 §12: SRTP, keyed here by SDES a=crypto (RFC 4568)
+CRYPTO = "crypto"
 
 SENDRECV, SENDONLY, RECVONLY, INACTIVE = "sendrecv", "sendonly", "recvonly", "inactive"
 DIRECTIONS = (SENDRECV, SENDONLY, RECVONLY, INACTIVE)
@@ -163,6 +166,16 @@ class MediaDescription:
         """The rtpmap for ``pt``, falling back to the RFC 3551 static table."""
         return self.rtpmap.get(pt) or STATIC_PAYLOAD_TYPES.get(pt)
 
+    def add_attribute(self, name: str, value: str | None = None) -> None:
+        if value is not None and ("\r" in value or "\n" in value):
+            raise ValueError(f"a={name} value spans lines")
+        self.attributes.append(Attribute(name, value))
+
+
+def crypto_values(media: MediaDescription) -> list[str]:
+    """The stream's ``a=crypto`` values in order (RFC 4568 §9.1); rtp/srtp.py parses them."""
+    return [a.value for a in media.attributes if a.name == CRYPTO and a.value is not None]
+
 
 @dataclass
 class SessionDescription:
@@ -217,6 +230,10 @@ def parse_sdp(text: str | bytes) -> SessionDescription:
         raise SdpError("SDP must start with a v= line (RFC 4566 §5)")
     parser = _Parser()
     for number, line in lines:
+        if "\r" in line or "\0" in line:
+            # RFC 4566 §9: byte-string and text exclude NUL, CR and LF. Kept, a lone CR
+            # would be echoed into our answer (fmtp, rtpmap) as a line break for lenient peers.
+            raise SdpError(f"line {number}: CR or NUL inside a line (RFC 4566 §9)")
         try:
             parser.feed(line)
         except SdpError as exc:
@@ -656,12 +673,14 @@ def negotiate_answer(offer: SessionDescription, *, local_address: str, local_por
                      local_direction: str = SENDRECV,
                      prefer: Literal["local", "offer"] = "local",
                      comfort_noise: bool = False,
-                     accept_protos: Sequence[str] = RTP_PROTOS) -> Answer:
+                     accept_protos: Sequence[str] = RTP_PROTOS,
+                     usable: Callable[[MediaDescription], bool] | None = None) -> Answer:
     """Answer ``offer`` with one audio codec; raise ``NotAcceptable`` for 488.
 
     ``prefer="local"`` walks ``codec_preference`` first (our order wins);
     ``prefer="offer"`` walks the offer's format list (RFC 3264 §6.1 default).
     Entries are "NAME" or "NAME/clock", e.g. "PCMU" or "G722/8000".
+    ``usable`` is a further test a stream must pass (SRTP: a usable ``a=crypto``).
     """
     _check_direction(local_direction)
     if prefer not in ("local", "offer"):
@@ -671,9 +690,9 @@ def negotiate_answer(offer: SessionDescription, *, local_address: str, local_por
     result: Answer | None = None
     for index, media in enumerate(offer.media):
         codec = None
-        usable = (result is None and media.media == "audio" and media.port != 0
-                  and media.proto.upper() in protos)
-        if usable:
+        acceptable = (result is None and media.media == "audio" and media.port != 0
+                      and media.proto.upper() in protos and (usable is None or usable(media)))
+        if acceptable:
             codec = _pick_codec(media, codec_preference, prefer)
         if codec is None:
             answer_sdp.media.append(_rejected(media))
@@ -704,10 +723,12 @@ def build_offer(local_address: str, local_port: int,
                 codecs: Sequence[tuple[str, int, int] | Codec], *,
                 session_id: int, session_version: int,
                 telephone_event_pt: int | None = 101, ptime: int = DEFAULT_PTIME_MS,
-                direction: str = SENDRECV, comfort_noise: bool = False) -> SessionDescription:
+                direction: str = SENDRECV, comfort_noise: bool = False,
+                proto: str = AVP, crypto: Sequence[str] = ()) -> SessionDescription:
     """An audio offer for a new call or a re-INVITE (sendonly = hold).
 
     RFC 3264 §8: a re-offer keeps ``session_id`` and bumps ``session_version``.
+    ``crypto`` are ``a=crypto`` values (RFC 4568) for an SRTP offer (``proto`` RTP/SAVP).
     """
     _check_direction(direction)
     if not codecs:
@@ -719,8 +740,22 @@ def build_offer(local_address: str, local_port: int,
         chosen.append(Codec(TELEPHONE_EVENT, telephone_event_pt, TELEPHONE_EVENT_CLOCK,
                             fmtp=DEFAULT_TELEPHONE_EVENT_FMTP))
     sdp = _new_session(local_address, session_id, session_version)
-    sdp.media.append(_audio_media(chosen, local_port, ptime, direction))
+    media = _audio_media(chosen, local_port, ptime, direction, proto)
+    for value in crypto:
+        media.add_attribute(CRYPTO, value)
+    sdp.media.append(media)
     return sdp
+
+
+def static_codec(entry: str) -> Codec:
+    """The RFC 3551 §6 static payload type for a codec preference entry ("PCMU", "G722",
+    "DVI4/16000"), to offer it by number. G722 comes out at clock 8000 (RFC 3551 §4.5.2);
+    a name with several static types and no clock gets the lowest type number."""
+    name, clock = _parse_preference(entry)
+    for pt, rtpmap in sorted(STATIC_PAYLOAD_TYPES.items()):
+        if rtpmap.encoding.upper() == name and clock in (None, rtpmap.clock_rate):
+            return Codec(rtpmap.encoding, pt, rtpmap.clock_rate, rtpmap.channel_count)
+    raise ValueError(f"{entry!r} has no static RTP payload type (RFC 3551 §6)")
 
 
 def apply_answer(offer: SessionDescription, answer: SessionDescription) -> Answer:
