@@ -26,7 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from harness import cpu_seconds, get_json, start_server, stop_process
+from harness import api_token, cpu_seconds, get_json, start_server, stop_process
 
 QUESTIONS = [
     ("What is the status of order four five seven two?", "shipped"),
@@ -52,7 +52,8 @@ def percentile(values: list[float], q: float) -> float:
 def run_level(workdir: Path, sip_port: int, http_port: int, pid: int, concurrency: int, rounds: int) -> dict:
     path = workdir / "agent.test.yaml"
     path.write_text(script(sip_port))
-    before = {c["id"] for c in get_json(f"http://127.0.0.1:{http_port}/api/calls")["calls"]}
+    calls_url, token = f"http://127.0.0.1:{http_port}/api/calls", api_token(workdir)
+    before = {c["id"] for c in get_json(calls_url, token=token)["calls"]}
     cpu0, wall0 = cpu_seconds(pid), time.monotonic()
     failures = 0
     for _ in range(rounds):
@@ -64,7 +65,7 @@ def run_level(workdir: Path, sip_port: int, http_port: int, pid: int, concurrenc
             failures += caller.returncode != 0
     cpu = (cpu_seconds(pid) - cpu0) / (time.monotonic() - wall0) * 100
     time.sleep(1)
-    calls = [c for c in get_json(f"http://127.0.0.1:{http_port}/api/calls")["calls"] if c["id"] not in before]
+    calls = [c for c in get_json(calls_url, token=token)["calls"] if c["id"] not in before]
     turns = [e["latency_ms"] for c in calls for e in c["transcript"] if e["role"] == "agent" and "latency_ms" in e]
     return {"concurrency": concurrency, "calls": len(calls), "failed": failures, "turns": len(turns),
             "cpu_per_call": cpu / concurrency, "turn_data": turns}

@@ -95,6 +95,14 @@ def rss_bytes(pid: int) -> int:
     return 0
 
 
-def get_json(url: str, timeout: float = 10.0) -> object:
-    with urllib.request.urlopen(url, timeout=timeout) as response:
+def api_token(workdir: Path) -> str | None:
+    """The API token a server started by start_server() generated in its data dir (None: an older server)."""
+    path = workdir / "data" / "api_token"
+    return path.read_text().strip() if path.exists() else None
+
+
+def get_json(url: str, timeout: float = 10.0, token: str | None = None) -> object:
+    """GET and decode; every API path but /healthz needs the server's token."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout) as response:
         return json.load(response)

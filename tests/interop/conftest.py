@@ -14,6 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
+
+from callbridge.app.auth import TOKEN_FILE  # the API token a server generated, under its --data-dir
 
 SCENARIOS = Path(__file__).parent / "scenarios"
 # Generous: the first server on a fresh machine renders the demo's prompts with piper.
@@ -54,14 +57,27 @@ class RunningServer:
     http_port: int
     workdir: Path
     log_path: Path
+    token: str | None = None  # api.token from the config, else read from the data dir once started
+    data_dir: Path | None = None  # default: workdir/data
+
+    @property
+    def api_token(self) -> str:
+        return self.token or ((self.data_dir or self.workdir / "data") / TOKEN_FILE).read_text().strip()
+
+    @property
+    def auth(self) -> dict[str, str]:
+        """The Authorization header every request but GET /healthz needs."""
+        return {"Authorization": f"Bearer {self.api_token}"}
 
     def get(self, path: str) -> dict:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}{path}", timeout=5) as response:
+        headers = {} if path == "/healthz" else self.auth
+        request = urllib.request.Request(f"http://127.0.0.1:{self.http_port}{path}", headers=headers)
+        with urllib.request.urlopen(request, timeout=5) as response:
             return json.loads(response.read())
 
     def post(self, path: str, body: dict) -> tuple[int, dict]:
         request = urllib.request.Request(f"http://127.0.0.1:{self.http_port}{path}", data=json.dumps(body).encode(),
-                                         headers={"Content-Type": "application/json"}, method="POST")
+                                         headers={"Content-Type": "application/json", **self.auth}, method="POST")
         try:
             with urllib.request.urlopen(request, timeout=10) as response:
                 return response.status, json.loads(response.read())
@@ -96,7 +112,9 @@ def start_server(tmp_path: Path, config_text: str | None = None, extra_args: lis
     log_path = tmp_path / "server.log"
     process = subprocess.Popen(args, stdout=log_path.open("w"), stderr=subprocess.STDOUT, cwd=tmp_path,
                                env={**os.environ, "PYTHONUNBUFFERED": "1", "CALLBRIDGE_MODEL_DIR": str(SHARED_MODELS)})
-    server = RunningServer(process, sip_port, http_port, tmp_path, log_path)
+    data_dirs = [args[i + 1] for i, arg in enumerate(args[:-1]) if arg == "--data-dir"]
+    data_dir = tmp_path / data_dirs[-1]  # the last one wins, as with argparse; relative to the server's cwd
+    server = RunningServer(process, sip_port, http_port, tmp_path, log_path, configured_token(config_text), data_dir)
     deadline = time.monotonic() + STARTUP_TIMEOUT
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -108,6 +126,13 @@ def start_server(tmp_path: Path, config_text: str | None = None, extra_args: lis
             time.sleep(0.1)
     process.kill()
     raise AssertionError(f"server did not become healthy:\n{server.log_tail()}")
+
+
+def configured_token(config_text: str | None) -> str | None:
+    if not config_text:
+        return None
+    api = (yaml.safe_load(config_text) or {}).get("api") or {}
+    return api.get("token")
 
 
 def stop_server(server: RunningServer) -> None:
@@ -179,8 +204,9 @@ def start_sipp(args: list[str], *, cwd: Path) -> subprocess.Popen:
 
 def http_get(server: RunningServer, path: str, timeout: float = 10.0) -> tuple[int, str, bytes]:
     """GET any path, raw: (status, Content-Type, body); HTTP errors are returned, not raised."""
+    request = urllib.request.Request(f"http://127.0.0.1:{server.http_port}{path}", headers=server.auth)
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{server.http_port}{path}", timeout=timeout) as response:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
             return response.status, response.headers.get("Content-Type", ""), response.read()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.headers.get("Content-Type", ""), exc.read()

@@ -155,7 +155,7 @@ def test_outbound_call_with_auth_dtmf_agent_and_remote_bye(server_factory, tmp_p
     server = server_factory(outbound_config(uas_port, database_url=database_url), ivr=True)
     sink = RtpSink()
     callee = run_callee(tmp_path, "outbound_auth_answer.xml", uas_port, sink.port, talk_ms=7000)
-    stream = EventStream(server.http_port)
+    stream = EventStream(server.http_port, token=server.api_token)
     try:
         time.sleep(0.5)  # let SIPp bind
         status, body = server.post("/api/dispatch", dispatch_body(uas_port, dtmf="1234#", order_number="A-1001",
@@ -269,8 +269,13 @@ def test_api_needs_the_bearer_token_when_configured(server_factory):
                                   headers={"Authorization": f"Bearer {token}"})
     with urllib.request.urlopen(good, timeout=5) as response:
         assert json.loads(response.read()) == {"calls": []}
-    # Health and metrics stay open for load balancers and Prometheus.
+    # Health stays open for load balancers; metrics need the token (Prometheus: authorization.credentials_file).
     assert server.get("/healthz")["status"] == "ok"
-    with urllib.request.urlopen(f"http://127.0.0.1:{server.http_port}/metrics", timeout=5) as response:
+    with pytest.raises(urllib.error.HTTPError) as denied:
+        urllib.request.urlopen(f"http://127.0.0.1:{server.http_port}/metrics", timeout=5)
+    assert denied.value.code == 401
+    metrics = urllib.request.Request(f"http://127.0.0.1:{server.http_port}/metrics",
+                                     headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(metrics, timeout=5) as response:
         text = response.read().decode()
     assert "callbridge_active_calls 0" in text and "callbridge_agent_session_renewals_total 0" in text

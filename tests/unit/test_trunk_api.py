@@ -35,12 +35,15 @@ class Running:
         self.client = client
 
 
-async def open_server(data_dir: Path, extra: dict | None = None) -> Running:
+async def open_server(data_dir: Path, extra: dict | None = None, *, authorised: bool = True) -> Running:
     config = Config.model_validate({"server": {"data_dir": str(data_dir)}, **CONFIG_TRUNKS, **(extra or {})})
     server = Server(config)
     server.store = AsyncCallStore(CallStore.open(None, data_dir))
     await server.trunk_directory.load(server.store)
-    client = httpx.AsyncClient(transport=httpx.ASGITransport(app=build_http_app(server)), base_url="http://test")
+    # The server's own name and port: the guard refuses any other Host.
+    headers = {"Authorization": f"Bearer {server.api_token}"} if authorised else {}
+    client = httpx.AsyncClient(transport=httpx.ASGITransport(app=build_http_app(server)),
+                               base_url="http://127.0.0.1:8080", headers=headers)
     return Running(server, client)
 
 
@@ -89,9 +92,10 @@ async def test_posted_outbound_trunk_is_stored_listed_and_dispatchable(api):
     assert reply.json()["password"] == "***" and reply.json()["source"] == "api" and reply.json()["port"] == 5090
     listed = by_name((await api.client.get("/api/trunks")).json()["outbound"])
     assert listed["backup"]["source"] == "api" and listed["carrier"]["source"] == "config"
-    # The store keeps the real password: calls through the trunk need it.
+    # The store keeps the password sealed (secrets at rest); calls through the trunk get the real one.
     rows = await api.server.store.list_trunks("outbound")
-    assert [(r["id"], r["config"]["password"]) for r in rows] == [("backup", "p1")]
+    assert [r["id"] for r in rows] == ["backup"] and rows[0]["config"]["password"].startswith("enc:v1:")
+    assert "p1" not in repr(rows[0]["config"]).replace(rows[0]["config"]["password"], "")
     request = parse_dispatch(dispatch_body("backup"), api.server.config, api.server.trunk_directory)
     assert request.trunk.password == "p1" and request.target_uri() == "sip:+15550102030@127.0.0.1:5090"
     assert request.caller_id == "+15550001111"
@@ -243,7 +247,7 @@ async def test_stored_trunks_the_config_now_owns_or_that_no_longer_validate_are_
 
 async def test_the_trunk_api_needs_the_bearer_token(tmp_path):
     token = "trunk-api-token-0123456789"
-    running = await open_server(tmp_path / "data", {"api": {"token": token}})
+    running = await open_server(tmp_path / "data", {"api": {"token": token}}, authorised=False)
     try:
         assert (await running.client.get("/api/trunks")).status_code == 401
         assert (await running.client.post("/api/trunks/outbound", json=API_OUTBOUND)).status_code == 401

@@ -16,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from .jsonbody import json_body
 from .trunk_directory import KINDS, StoreUnavailable, TrunkConflict, TrunkDirectory, TrunkError, parse_trunk
 
 log = logging.getLogger("callbridge.trunks")
@@ -37,10 +38,7 @@ def trunk_routes(directory: TrunkDirectory) -> list[Route]:
         kind = request.path_params["kind"]
         if kind not in KINDS:
             return _unknown_kind(kind)
-        try:
-            body = await request.json()
-        except ValueError:
-            body = None
+        body = await json_body(request)  # decoded by the HTTP guard; None when not JSON
         try:
             trunk = parse_trunk(kind, body, directory.config)
             created = await directory.save(kind, trunk)
