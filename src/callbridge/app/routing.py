@@ -8,12 +8,21 @@ Order, most specific first:
    ``routing.default_flow``; ``reject`` answers 404, as a carrier does for a
    number not in service. With no number routes configured at all, every call
    is "known" and goes to the default flow.
+
+A 404 is only private behind digest auth: the trunk table challenges unknown
+numbers like known ones, so only an authenticated caller ever sees it.
+Without auth, 404 for some numbers and an answer for others lists the numbers
+to any scanner (svwar); ``unknown_number: default`` answers every number alike.
 """
 
 from __future__ import annotations
 
+import logging
+
 from ..call.trunks import normalise_number
 from .config import Config
+
+log = logging.getLogger("callbridge.routing")
 
 
 def _table(routes: dict[str, str]) -> dict[str, str]:
@@ -38,6 +47,10 @@ class Router:
         self.trunk_routes = {t.name: _table(t.routes) for t in config.inbound_trunks}
         self.trunk_flows = {t.name: t.flow for t in config.inbound_trunks if t.flow}
         self.has_number_routes = bool(self.numbers) or any(self.trunk_routes.values())
+        open_to_all = not config.inbound_trunks or any(t.auth is None for t in config.inbound_trunks)
+        if self.reject_unknown and self.has_number_routes and open_to_all:
+            log.warning("routing.unknown_number is reject and some callers need no digest auth: they can tell the "
+                        "numbers routed from the rest (404), e.g. with svwar; use auth or unknown_number: default")
 
     @property
     def reachable_flows(self) -> set[str]:

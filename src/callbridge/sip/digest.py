@@ -451,14 +451,17 @@ class DigestVerifier:
 
     # -- verification
 
-    def verify(self, header_value: str, *, method: str,
+    def verify(self, header_value: str | Credentials, *, method: str,
                password_lookup: Callable[[str], str | None], now: float) -> VerifyResult:
-        """Check credentials; the hash uses the credentials' own ``uri``
-        (SIPp sends ``sip:host:port`` there, not the Request-URI)."""
-        try:
-            creds = parse_credentials(header_value)
-        except DigestError as exc:
-            return VerifyResult(VerifyStatus.MALFORMED, reason=str(exc))
+        """Check credentials (a header value, or ones already parsed); the hash uses the
+        credentials' own ``uri`` (SIPp sends ``sip:host:port`` there, not the Request-URI)."""
+        if isinstance(header_value, Credentials):
+            creds = header_value
+        else:
+            try:
+                creds = parse_credentials(header_value)
+            except DigestError as exc:
+                return VerifyResult(VerifyStatus.MALFORMED, reason=str(exc))
         problem = self._shape_problem(creds)
         if problem is not None:
             return problem
