@@ -2,9 +2,10 @@
 
 Each stream plays a tone, gets its own packet echoed back (as SIPp's
 ``-rtp_echo`` does in bench/rtp_echo.py) and records both sides, exactly as
-``AudioStream.tick`` and ``AudioStream._rtp_received`` run in the server. The
-socket is a stub, so what is measured is the Python media work alone:
-receive + jitter buffer + decode + playback + encode + RTCP + recording.
+``AudioStream.tick`` and ``RtpSocket._rtp_received`` run in the server. The
+socket is the real one without its OS sockets, so what is measured is the
+Python media work alone: latch + receive + jitter buffer + decode + playback
++ encode + RTCP + recording.
 
     .venv/bin/python bench/media_tick.py                 # 500 streams, 10 s of audio
     .venv/bin/python bench/media_tick.py --no-record
@@ -32,6 +33,8 @@ from callbridge.media import stream as stream_module
 from callbridge.media.recorder import CallRecorder
 from callbridge.media.stream import AudioStream
 from callbridge.media.tone import ToneSource
+from callbridge.rtp.ports import PortAllocator
+from callbridge.rtp.socket import RtpSocket
 
 TICKS_PER_SECOND = 50
 ECHO_ADDR = ("127.0.0.1", 40000)
@@ -49,16 +52,15 @@ class SyntheticClock:
         return cls.now
 
 
-class EchoSocket:
-    """Stands in for RtpSocket: keeps the last packet sent so it can be echoed."""
-
-    port = 40000
-    remote = ECHO_ADDR
-    latched = True
+class EchoSocket(RtpSocket):
+    """The real RtpSocket (latch included) without OS sockets: keeps the last packet sent so it can be echoed."""
 
     def __init__(self) -> None:
+        super().__init__(PortAllocator(ECHO_ADDR[1], ECHO_ADDR[1] + 1), ECHO_ADDR[0])
+        self.port = ECHO_ADDR[1]
         self.sent: bytes | None = None
-        self.on_rtp = self.on_rtcp = None
+        self.set_remote(*ECHO_ADDR)
+        self.confirm_remote()  # as on the ACK
 
     def send(self, data: bytes) -> None:
         self.sent = data
@@ -91,7 +93,7 @@ def run(streams: int, seconds: float, record: bool, directory: Path) -> float:
             start = time.perf_counter()
             for stream in pool:
                 stream.tick(clock)
-                stream._rtp_received(stream.socket.sent, ECHO_ADDR)
+                stream.socket._rtp_received(stream.socket.sent, ECHO_ADDR, SyntheticClock.now)
             busy += time.perf_counter() - start
     finally:
         stream_module.time = time

@@ -58,6 +58,7 @@ async def pair(tmp_path):
     rtp.set_remote("127.0.0.1", peer.port)
     stream = AudioStream(rtp, "PCMU", 0, telephone_event_pt=101,
                          recorder=CallRecorder(tmp_path / "call.wav", 8000))
+    stream.confirm_remote()  # as the call layer does when the ACK arrives
     yield stream, peer, ports
     stream.close()
     peer.close()
@@ -160,4 +161,8 @@ async def test_garbage_datagrams_are_counted_not_fatal(pair):
         peer.rtcp.sendto(junk, ("127.0.0.1", stream.socket.port + 1))
     await settle()
     stream.tick(0.0)
-    assert stream.stats.bad_packets >= 4
+    # The latch drops them before the stream sees them, and counts why.
+    drops = stream.media_record()["drops"]
+    assert drops["invalid"] == 6 and drops["rtcp_rejected"] == 6, drops
+    assert stream.media_record()["dropped_packets"] == 12
+    assert not stream.socket.latched

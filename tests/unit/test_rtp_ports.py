@@ -14,14 +14,14 @@ def test_default_range_capacity():
 def test_allocates_even_ports_with_rtcp_inside_range():
     alloc = PortAllocator(10001, 10010)  # odd start rounds up; 10010 has no +1
     ports = [alloc.allocate() for _ in range(alloc.capacity)]
-    assert ports == [10002, 10004, 10006, 10008]
+    assert sorted(ports) == [10002, 10004, 10006, 10008]
     assert all(p % 2 == 0 and p + 1 <= 10010 for p in ports)
 
 
 def test_exhaustion_and_release():
     alloc = PortAllocator(20000, 20005)
     a, b = alloc.allocate(), alloc.allocate()
-    assert {a, b} == {20000, 20002}
+    assert a != b and {a, b} <= {20000, 20002, 20004}
     c = alloc.allocate()
     assert alloc.in_use == 3 and alloc.available == 0
     with pytest.raises(PortsExhaustedError):
@@ -49,10 +49,42 @@ def test_never_hands_out_a_pair_twice_while_in_use():
 
 
 def test_released_ports_are_reused_last():
-    alloc = PortAllocator(10000, 10007)
+    alloc = PortAllocator(10000, 10007)  # four pairs: one cools down
     first = alloc.allocate()
     alloc.release(first)
-    assert [alloc.allocate() for _ in range(4)] == [10002, 10004, 10006, first]
+    got = [alloc.allocate() for _ in range(4)]
+    assert sorted(got[:3]) == sorted({10000, 10002, 10004, 10006} - {first}) and got[3] == first
+
+
+def test_a_freed_pair_cools_down_behind_a_quarter_of_the_range():
+    alloc = PortAllocator(10000, 10799, rng=random.Random(3))  # 400 pairs, 100 cool down
+    for _ in range(50):
+        freed = alloc.allocate()
+        alloc.release(freed)
+        soon = [alloc.allocate() for _ in range(299)]  # all but the 100 cooling ones
+        assert freed not in soon
+        for port in soon:
+            alloc.release(port)
+    assert alloc.in_use == 0 and alloc.available == 400
+
+
+def test_ports_are_drawn_at_random_not_in_order():
+    alloc = PortAllocator()  # the OS's CSPRNG, as in the server
+    ports = [alloc.allocate() for _ in range(20)]
+    steps = {b - a for a, b in zip(ports, ports[1:])}
+    assert steps != {2}, ports  # the old allocator handed out 10000, 10002, 10004, ...
+    assert len(set(ports)) == 20
+    # Spread over the range: 20 draws from 5000 pairs all within 1000 of each other is a 1e-13 event.
+    assert max(ports) - min(ports) > 1000, ports
+
+
+def test_allocate_and_release_stay_constant_time():
+    alloc = PortAllocator(1024, 65535, rng=random.Random(5))  # 32,256 pairs
+    held = [alloc.allocate() for _ in range(alloc.capacity)]
+    assert alloc.available == 0 and len(set(held)) == alloc.capacity
+    for port in held:
+        alloc.release(port)
+    assert alloc.available == alloc.capacity
 
 
 def test_release_errors():
@@ -76,6 +108,9 @@ def test_mark_bad_and_reset():
         alloc.allocate()
     assert alloc.reset_bad() == 1
     assert alloc.allocate() == p
+    alloc.release(q)
+    alloc.release(p)
+    assert alloc.available == 2 and alloc.capacity == 2
 
 
 def test_shuffled_order_is_deterministic_with_seed():

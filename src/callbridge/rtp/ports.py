@@ -1,8 +1,11 @@
 """RTP/RTCP port pair allocation (bookkeeping only, no sockets).
 
-RFC 3550 §11: RTP uses an even port and RTCP the next odd one. Freed pairs go
-to the back of the queue so a port is not reused while stray packets from
-the previous call may still arrive.
+RFC 3550 §11: RTP uses an even port and RTCP the next odd one. Pairs are
+handed out at random from the whole range (the OS's CSPRNG by default), so a
+stranger cannot guess the next call's port from the last one's (latch.py
+guards the port itself). A freed pair waits in a cool-down queue behind a
+quarter of the range before it can be drawn again, so stray packets of the
+previous call do not land on the next one. Both operations are O(1).
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ __all__ = ["PortAllocator", "PortsExhaustedError"]
 DEFAULT_PORT_MIN = 10000
 DEFAULT_PORT_MAX = 20000
 MAX_PORT = 65535
+# This share of the pairs (the most recently freed) cools down before reuse.
+COOLDOWN_DIVISOR = 4
 
 
 class PortsExhaustedError(RuntimeError):
@@ -26,7 +31,7 @@ class PortAllocator:
 
     The socket layer calls :meth:`allocate`, tries to bind, and on failure
     calls :meth:`mark_bad` and allocates again. Bad ports are kept out of the
-    pool until :meth:`reset_bad`.
+    pool until :meth:`reset_bad`. ``rng`` makes the order reproducible in tests.
     """
 
     def __init__(
@@ -41,17 +46,16 @@ class PortAllocator:
             raise ValueError(f"no even/odd port pair in range {port_min}-{port_max}")
         self.port_min = port_min
         self.port_max = port_max
-        ports = list(range(first, port_max, 2))  # p + 1 <= port_max
-        if rng is not None:
-            rng.shuffle(ports)  # less predictable ports, if wanted
-        self._free: deque[int] = deque(ports)
+        self._rng = rng if rng is not None else random.SystemRandom()
+        self._free: list[int] = list(range(first, port_max, 2))  # p + 1 <= port_max; drawn at random
+        self._cooling: deque[int] = deque()  # freed, oldest first
+        self._cooldown = len(self._free) // COOLDOWN_DIVISOR
         self._in_use: set[int] = set()
         self._bad: set[int] = set()
-        self._first = first
 
     @property
     def capacity(self) -> int:
-        return len(self._free) + len(self._in_use) + len(self._bad)
+        return len(self._free) + len(self._cooling) + len(self._in_use) + len(self._bad)
 
     @property
     def in_use(self) -> int:
@@ -59,25 +63,36 @@ class PortAllocator:
 
     @property
     def available(self) -> int:
-        return len(self._free)
+        return len(self._free) + len(self._cooling)
 
     def is_allocated(self, port: int) -> bool:
         return port in self._in_use
 
     def allocate(self) -> int:
         """Reserve a pair; returns the even RTP port (RTCP is ``port + 1``)."""
-        if not self._free:
+        free = self._free
+        if free:
+            # Swap the drawn port with the last and pop: O(1), order does not matter.
+            index = self._rng.randrange(len(free))
+            port = free[index]
+            free[index] = free[-1]
+            free.pop()
+        elif self._cooling:
+            port = self._cooling.popleft()  # everything else is taken: the longest-cooled one
+        else:
             raise PortsExhaustedError(
                 f"all {self.capacity} RTP port pairs in {self.port_min}-{self.port_max} are taken"
             )
-        port = self._free.popleft()
         self._in_use.add(port)
         return port
 
     def release(self, port: int) -> None:
-        """Return a pair to the pool (least recently used is handed out first)."""
+        """Return a pair to the pool, through the cool-down queue."""
         self._take(port)
-        self._free.append(port)
+        cooling = self._cooling
+        cooling.append(port)
+        if len(cooling) > self._cooldown:
+            self._free.append(cooling.popleft())
 
     def mark_bad(self, port: int) -> None:
         """The pair could not be bound: keep it out of the pool."""
