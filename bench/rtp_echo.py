@@ -57,7 +57,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-from harness import free_port, get_json, rss_bytes, start_server, stop_process
+from harness import api_token, free_port, get_json, rss_bytes, start_server, stop_process
 
 BENCH_DIR = Path(__file__).resolve().parent
 SCENARIO = BENCH_DIR / "scenarios" / "rtp_echo_uac.xml"
@@ -489,8 +489,10 @@ def write_config(path: Path, port_min: int, port_max: int, record: bool | None, 
              "media:", f"  rtp_port_min: {port_min}", f"  rtp_port_max: {port_max}"]
     if record is not None:
         lines.append(f"  record: {'true' if record else 'false'}")
+    # SIPp brings every call from one address: no per-source limit on new calls (sip/ratelimit.py).
+    lines += ["server:", "  new_requests_per_source: 0"]
     if nice is not None:
-        lines += ["server:", f"  nice: {nice}"]
+        lines.append(f"  nice: {nice}")
     path.write_text("\n".join(lines) + "\n")
 
 
@@ -604,7 +606,7 @@ def run_calls(calls: int, args: argparse.Namespace, workdir: Path) -> Row:
         r["capture_received"], r["capture_dropped"] = _dumpcap_stats(dumpcap_log.read_text(errors="replace"))
         r["sipp_ok"], r["sipp_failed"] = _sipp_stats(workdir / "sipp_stat.csv")
         try:
-            records = get_json(f"http://127.0.0.1:{http_port}/api/calls").get("calls", [])
+            records = get_json(f"http://127.0.0.1:{http_port}/api/calls", token=api_token(workdir)).get("calls", [])
             media = [c.get("media") or {} for c in records]
             r["api_calls"] = len(records)
             r["api_sent"] = sum(m.get("packets_sent", 0) for m in media)

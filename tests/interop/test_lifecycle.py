@@ -27,7 +27,7 @@ def test_kill_9_mid_call_keeps_every_event_the_stream_showed(server_factory, tmp
     server = server_factory(config, ivr=True)
     sink = RtpSink()
     callee = run_callee(tmp_path, "outbound_auth_answer.xml", uas_port, sink.port, talk_ms=30000)
-    stream = EventStream(server.http_port)
+    stream = EventStream(server.http_port, token=server.api_token)
     restarted = None
     try:
         time.sleep(0.5)
@@ -156,6 +156,7 @@ def test_resources_return_to_baseline_after_many_calls(server_factory, tmp_path)
                              f"tasks now {server.get('/api/media')['asyncio_tasks']}") from None
     # Only the service's own long-lived tasks remain (the pacer starts with the first call and stays).
     names = server.get("/api/media")["asyncio_tasks"]
-    assert {n for n in names if not n.startswith("Task-")} <= {"gc", "http", "journal", "media-pacer", "webhooks"}
+    assert {n for n in names if not n.startswith("Task-")} <= {"gc", "http", "journal", "media-pacer", "retention",
+                                                               "webhooks"}
     assert sum(n.startswith("Task-") for n in names) <= 2, names  # the main task and this request's
     assert len(server.calls()) == 7  # all still listed, now from the store
