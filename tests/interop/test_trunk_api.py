@@ -50,6 +50,9 @@ def test_api_trunk_dispatches_a_call_and_survives_a_restart(server_factory, tmp_
 
     data_dir = server.workdir / "data"
     stop_server(server)
+    # Secrets at rest: the database (and its WAL) holds the password only sealed.
+    stored = [path for path in data_dir.rglob("callbridge.db*") if path.is_file()]
+    assert stored and not any(TRUNK_PASS.encode() in path.read_bytes() for path in stored)
     restarted = server_factory("", ["--data-dir", str(data_dir)])
     listed = {t["name"]: t for t in restarted.get("/api/trunks")["outbound"]}
     assert listed["api-carrier"]["source"] == "api" and listed["api-carrier"]["port"] == uas_port

@@ -92,12 +92,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"callbridge: config error: {exc}", file=sys.stderr)
         return EXIT_CONFIG_ERROR
     from .logs import setup_logging
+    from .secretbox import SecretError
     from .server import serve
 
     setup_logging(args.log_level)
     try:
         asyncio.run(serve(config))
-    except OSError as exc:
+    except (OSError, SecretError) as exc:
         print(f"callbridge: cannot start: {exc}", file=sys.stderr)
         return 1
     return 0
