@@ -72,6 +72,12 @@ def load_yaml(path: str | Path) -> Located:
     return load_yaml_text(read_source_text(path), str(path))
 
 
+# Bounds for a broken or hostile file. Real configs and flows nest under 10 deep and
+# hold a few thousand values; past these, an error beats a hang or a RecursionError.
+MAX_DEPTH = 64
+MAX_VALUES = 100_000  # after alias expansion: "billion laughs" stops here
+
+
 def load_yaml_text(text: str, file: str) -> Located:
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
@@ -79,38 +85,79 @@ def load_yaml_text(text: str, file: str) -> Located:
         mark = exc.problem_mark or exc.context_mark
         line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         raise SourceError(Position(file, line, column), f"YAML syntax error: {exc.problem or exc}") from None
-    positions: dict[Path_, Position] = {}
-    value = {} if node is None else _construct(node, (), positions, file)
-    return Located(value, positions, file)
+    except yaml.reader.ReaderError as exc:
+        # A control character YAML forbids (YAML 1.1 §5.1), found before any mark exists.
+        raise SourceError(_offset_position(text, exc.position, file),
+                          f"YAML syntax error: character #x{exc.character:x} is not allowed") from None
+    except RecursionError:
+        # PyYAML's composer recurses once per nesting level: "[[[[..." exhausts the stack.
+        raise SourceError(Position(file, 1, 1), "YAML syntax error: nested too deeply") from None
+    builder = _Builder(file)
+    value = {} if node is None else builder.construct(node, ())
+    return Located(value, builder.positions, file)
 
 
-def _construct(node: yaml.Node, path: Path_, positions: dict[Path_, Position], file: str) -> Any:
-    positions[path] = Position(file, node.start_mark.line + 1, node.start_mark.column + 1)
-    if isinstance(node, yaml.MappingNode):
-        result: dict[Any, Any] = {}
-        for key_node, value_node in node.value:
-            key = _scalar(key_node, file)
-            if key in result:
-                where = Position(file, key_node.start_mark.line + 1, key_node.start_mark.column + 1)
-                raise SourceError(where, f"duplicate key {key!r}")
-            result[key] = _construct(value_node, path + (key,), positions, file)
-            # Point errors about a key at the key itself, not its value.
-            positions[path + (key,)] = Position(file, key_node.start_mark.line + 1, key_node.start_mark.column + 1)
-        return result
-    if isinstance(node, yaml.SequenceNode):
-        return [_construct(item, path + (index,), positions, file) for index, item in enumerate(node.value)]
-    return _scalar(node, file)
+def _offset_position(text: str, offset: int, file: str) -> Position:
+    line_start = text.rfind("\n", 0, offset) + 1
+    return Position(file, text.count("\n", 0, offset) + 1, offset - line_start + 1)
 
 
-_SCALAR_LOADER = yaml.SafeLoader("")
+_STR_TAG = "tag:yaml.org,2002:str"
 
 
-def _scalar(node: yaml.Node, file: str) -> Any:
-    if not isinstance(node, yaml.ScalarNode):
-        where = Position(file, node.start_mark.line + 1, node.start_mark.column + 1)
-        raise SourceError(where, "a key must be a plain value, not a list or mapping")
-    try:
-        return _SCALAR_LOADER.construct_object(node)
-    except yaml.constructor.ConstructorError as exc:
-        where = Position(file, node.start_mark.line + 1, node.start_mark.column + 1)
-        raise SourceError(where, f"bad value: {exc.problem}") from None
+class _Builder:
+    """Plain Python values from a node tree, recording each value's position by its path."""
+
+    def __init__(self, file: str) -> None:
+        self.file = file
+        self.positions: dict[Path_, Position] = {}
+        self.values = 0
+        self.building: set[int] = set()  # collections being built: an alias back into one is a cycle
+        # A fresh constructor per file: PyYAML's caches every node it constructed.
+        self.scalars = yaml.SafeLoader("")
+
+    def where(self, node: yaml.Node) -> Position:
+        return Position(self.file, node.start_mark.line + 1, node.start_mark.column + 1)
+
+    def construct(self, node: yaml.Node, path: Path_) -> Any:
+        self.positions[path] = self.where(node)
+        self.values += 1
+        if self.values > MAX_VALUES:
+            raise SourceError(self.where(node), f"more than {MAX_VALUES} values (aliases expanding?)")
+        if len(path) > MAX_DEPTH:
+            raise SourceError(self.where(node), f"nested more than {MAX_DEPTH} deep")
+        if not isinstance(node, (yaml.MappingNode, yaml.SequenceNode)):
+            return self.scalar(node)
+        if id(node) in self.building:
+            raise SourceError(self.where(node), "an alias refers to a value that contains it")
+        self.building.add(id(node))
+        try:
+            if isinstance(node, yaml.SequenceNode):
+                return [self.construct(item, path + (index,)) for index, item in enumerate(node.value)]
+            result: dict[Any, Any] = {}
+            for key_node, value_node in node.value:
+                key = self.scalar(key_node)
+                if key in result:
+                    raise SourceError(self.where(key_node), f"duplicate key {key!r}")
+                result[key] = self.construct(value_node, path + (key,))
+                # Point errors about a key at the key itself, not its value.
+                self.positions[path + (key,)] = self.where(key_node)
+            return result
+        finally:
+            self.building.discard(id(node))
+
+    def scalar(self, node: yaml.Node) -> Any:
+        if not isinstance(node, yaml.ScalarNode):
+            raise SourceError(self.where(node), "a key must be a plain value, not a list or mapping")
+        # Only the types plain YAML gives a value, or !!str: PyYAML's constructors for other
+        # explicit tags fail on values not written for them (!!float "", !!timestamp x, !!set k).
+        implicit = _STR_TAG if node.style else self.scalars.resolve(yaml.ScalarNode, node.value, (True, False))
+        if node.tag not in (implicit, _STR_TAG):
+            raise SourceError(self.where(node), f"unsupported YAML tag {node.tag}")
+        try:
+            return self.scalars.construct_object(node)
+        except yaml.constructor.ConstructorError as exc:
+            raise SourceError(self.where(node), f"bad value: {exc.problem}") from None
+        except ValueError as exc:
+            # A date that does not exist (2024-02-30), an int of more than 4300 digits.
+            raise SourceError(self.where(node), f"bad value: {exc}") from None

@@ -522,3 +522,17 @@ def test_build_offer_validation() -> None:
     with pytest.raises(ValueError):
         build_offer("198.51.100.7", 30000, [("PCMU", 0, 8000)], session_id=1,
                     session_version=1, direction="hold")
+
+
+@pytest.mark.parametrize(("old", "new"), [
+    ("s=-\r\n", "s=-\r\na=fmtp:101 0-15\r\x00\x00recv\r\n"),
+    ("s=-\r\n", "s=-\r\na=fmtp:101 0-15\rm=video 9 RTP/AVP 31\r\n"),
+    ("s=-\r\n", "s=na\x00me\r\n"),
+])
+def test_cr_or_nul_inside_a_line_is_refused(old: str, new: str) -> None:
+    # Found by fuzzing (tests/fuzz, target sdp): a lone CR inside an a=fmtp value was kept and
+    # echoed into our answer, where a lenient peer reads it as a line break (RFC 4566 §9: text
+    # and byte-string exclude NUL, CR and LF).
+    assert old in SIPP_OFFER
+    with pytest.raises(SdpError, match="CR or NUL inside a line"):
+        parse_sdp(SIPP_OFFER.replace(old, new))

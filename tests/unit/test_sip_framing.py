@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from callbridge.sip.errors import SipParseError
-from callbridge.sip.framing import MAX_HEADER_BYTES, StreamFramer, content_length_of
+from callbridge.sip.framing import MAX_HEADER_BYTES, FramingError, StreamFramer, content_length_of
 from callbridge.sip.message import Request
 from callbridge.sip.parser import parse_message
 
@@ -181,3 +181,18 @@ def test_framed_message_parses_as_stream():
     (framed,) = StreamFramer().feed(message(7, b"hello"))
     msg = parse_message(framed, stream=True)
     assert isinstance(msg, Request) and msg.body == b"hello"
+
+
+def test_error_carries_the_messages_framed_ahead_of_it():
+    # Found by fuzzing (tests/fuzz, sip_parser): how the bytes were chunked decided
+    # whether the whole messages ahead of a broken one were delivered or lost.
+    broken = b"OPTIONS sip:x SIP/2.0\r\nVia: SIP/2.0/TCP h\r\n\r\n"  # no Content-Length
+    with pytest.raises(FramingError) as caught:
+        StreamFramer().feed(message(1) + message(2) + broken)
+    assert caught.value.messages == [message(1), message(2)]
+    assert isinstance(caught.value, SipParseError) and caught.value.status == 400
+    framer = StreamFramer()
+    assert framer.feed(message(1) + message(2)) == [message(1), message(2)]
+    with pytest.raises(FramingError) as caught:
+        framer.feed(broken)
+    assert caught.value.messages == []

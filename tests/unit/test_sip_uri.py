@@ -313,3 +313,13 @@ def test_rfc5118_ipv4_mapped_and_multiple_vias():
     data = data.replace(b"Via:", b"Via: SIP/2.0/UDP [2001:db8::2]:6050;branch=z9hG4bKx\r\nVia:", 1)
     msg = parse_message(data)
     assert [v.host for v in msg.vias] == ["[2001:db8::2]", "[::ffff:192.0.2.2]"]
+
+
+@pytest.mark.parametrize("text", ['"" <sip:e@m>', '""<sip:e@m>;tag=1'])
+def test_empty_quoted_display_name_round_trips(text):
+    # Found by fuzzing (tests/fuzz, target sip_uri): "" parsed as an empty name but was
+    # serialised without it, so it did not parse back to the same value.
+    address = parse_name_addr(text)
+    assert address.display_name == ""
+    assert str(address).startswith('"" <')
+    assert parse_name_addr(str(address)) == address

@@ -58,6 +58,19 @@ def content_length_of(head: bytes) -> int:
     return int(stripped)
 
 
+class FramingError(SipParseError):
+    """The stream can no longer be delimited.
+
+    ``messages`` are the whole messages framed ahead of the broken one by the
+    same ``feed``: they arrived intact, so they count exactly as they would had
+    the broken part come in a later segment.
+    """
+
+    def __init__(self, reason: str, status: int, messages: list[bytes]) -> None:
+        super().__init__(reason, status)
+        self.messages = messages
+
+
 class StreamFramer:
     """Splits a byte stream into SIP messages using Content-Length."""
 
@@ -74,11 +87,17 @@ class StreamFramer:
     def feed(self, data: bytes) -> list[bytes]:
         """Add bytes; return every complete message now available.
 
-        Raises ``SipParseError`` when the stream can no longer be framed (the
+        Raises :class:`FramingError` when the stream can no longer be framed (the
         connection must then be closed, RFC 3261 §18.3).
         """
         self._buffer += data
         messages: list[bytes] = []
+        try:
+            return self._frame(messages)
+        except SipParseError as exc:
+            raise FramingError(exc.reason, exc.status, messages) from None
+
+    def _frame(self, messages: list[bytes]) -> list[bytes]:
         buffer = self._buffer
         while True:
             if self._pending is None:

@@ -208,7 +208,8 @@ class NameAddr:
         return replace(self, params=params)
 
     def __str__(self) -> str:
-        display = f"{quote(self.display_name)} " if self.display_name else ""
+        # An empty quoted name ("") is kept as one, so that it parses back the same.
+        display = f"{quote(self.display_name)} " if self.display_name is not None else ""
         return f"{display}<{self.uri}>{format_params(self.params)}"
 
 

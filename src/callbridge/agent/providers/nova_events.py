@@ -198,9 +198,18 @@ def _is_interrupted_marker(text: str) -> bool:
         return False
     try:
         value = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         return False
     return isinstance(value, dict) and value.get("interrupted") is True
+
+
+def decode_output_event(raw: bytes | None) -> dict[str, Any] | None:
+    """The JSON event one output chunk carries; None when it is not a JSON object (dropped by the caller)."""
+    try:
+        event = json.loads(raw or b"{}")
+    except (ValueError, RecursionError):  # RecursionError: "[[[[..." nested past the stack
+        return None
+    return event if isinstance(event, dict) else None
 
 
 @dataclass(slots=True)
@@ -250,7 +259,7 @@ class NovaOutput:
         if isinstance(extra, str) and extra:
             try:
                 stage = str(json.loads(extra).get("generationStage", ""))
-            except (ValueError, AttributeError):
+            except (ValueError, AttributeError, RecursionError):
                 log.debug("unparsable additionalModelFields %r", extra)
         content_id = str(fields.get("contentId", ""))
         role = str(fields.get("role", ""))
@@ -275,7 +284,7 @@ class NovaOutput:
     def _on_audioOutput(self, fields: dict[str, Any]) -> list[AgentEvent]:
         try:
             pcm = np.frombuffer(base64.b64decode(fields.get("content", "")), dtype="<i2").astype(np.int16)
-        except ValueError:
+        except (ValueError, TypeError):  # TypeError: content that is not a string
             log.warning("dropped an undecodable audioOutput chunk")
             return []
         self.output_samples += len(pcm)
@@ -301,11 +310,19 @@ class NovaOutput:
         return self._end_turn("completed")
 
     def _on_usageEvent(self, fields: dict[str, Any]) -> list[AgentEvent]:
-        totals = (int(fields.get("totalInputTokens") or 0), int(fields.get("totalOutputTokens") or 0))
+        totals = (_token_count(fields.get("totalInputTokens")), _token_count(fields.get("totalOutputTokens")))
         delta_in, delta_out = totals[0] - self._totals[0], totals[1] - self._totals[1]
         self._totals = totals
         return [Usage(max(delta_in, 0), max(delta_out, 0),
                       extra={"details": fields.get("details", {}), "total_tokens": fields.get("totalTokens")})]
+
+
+def _token_count(value: Any) -> int:
+    """A usage total as Nova sends it (a JSON integer); anything unreadable counts as 0."""
+    try:
+        return max(int(value or 0), 0)
+    except (TypeError, ValueError, OverflowError):  # "x", [1], 1e999
+        return 0
 
 
 def error_event(exc: BaseException) -> BackendError:
