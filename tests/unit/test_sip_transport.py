@@ -314,6 +314,21 @@ async def test_unframeable_stream_closes_only_that_connection(make: Callable[...
     bad_writer.close()
 
 
+async def test_messages_ahead_of_an_unframeable_one_are_delivered(make: Callable[..., SipTransports]) -> None:
+    # Found by fuzzing (tests/fuzz, sip_parser): a whole message and a broken one in the
+    # same segment lost the whole one; in separate segments it was delivered.
+    inbox = Inbox()
+    errors: list[SipParseError] = []
+    server = make(inbox, on_stream_error=lambda source, error: errors.append(error))
+    await server.start(HOST, tcp_port=0)
+    reader, writer = await open_raw(server.local_address("tcp"))
+    writer.write(options(1) + b"OPTIONS sip:x SIP/2.0\r\nVia: SIP/2.0/TCP h\r\n\r\n")  # no Content-Length
+    assert await closed_by_peer(reader)
+    assert [data for data, _ in inbox.messages] == [options(1)]
+    assert len(errors) == 1
+    writer.close()
+
+
 async def test_header_flood_closes_connection(make: Callable[..., SipTransports]) -> None:
     inbox = Inbox()
     server = make(inbox, limits=TransportLimits(max_header_bytes=1024))
@@ -543,3 +558,62 @@ async def test_misuse_is_reported_early() -> None:
     with pytest.raises(LookupError):
         fresh.local_address("udp")
     await fresh.close()
+
+
+# -- slow-drip deadlines (issue 15) --------------------------------------
+
+
+async def test_slow_drip_message_is_cut_off_by_its_deadline(make: Callable[..., SipTransports]) -> None:
+    # One byte every 50 ms keeps the idle timer happy for ever; the message deadline does not.
+    inbox = Inbox()
+    server = make(inbox, limits=TransportLimits(idle_timeout=1.0, message_timeout=0.4, first_message_timeout=None))
+    await server.start(HOST, tcp_port=0)
+    reader, writer = await open_raw(server.local_address("tcp"))
+    started = asyncio.get_running_loop().time()
+    closed = False
+    for byte in options()[:40]:
+        try:
+            writer.write(bytes([byte]))
+            await writer.drain()
+        except ConnectionError:
+            closed = True
+            break
+        await asyncio.sleep(0.05)
+        if reader.at_eof() or server.connection_count == 0:
+            closed = True
+            break
+    assert closed, "a message dripped byte by byte was never cut off"
+    assert 0.35 <= asyncio.get_running_loop().time() - started <= 1.0
+    assert inbox.messages == []
+    writer.close()
+
+
+async def test_message_deadline_restarts_with_each_message(make: Callable[..., SipTransports]) -> None:
+    inbox = Inbox()
+    server = make(inbox, limits=TransportLimits(message_timeout=0.3, first_message_timeout=None))
+    await server.start(HOST, tcp_port=0)
+    _, writer = await open_raw(server.local_address("tcp"))
+    for n in range(1, 6):  # five whole messages over 1 s, each sent in two halves 100 ms apart
+        message = options(n)
+        writer.write(message[:50])
+        await asyncio.sleep(0.1)
+        writer.write(message[50:])
+        await inbox.wait(n)
+        await asyncio.sleep(0.1)
+    assert server.connection_count == 1
+    writer.close()
+
+
+async def test_connection_without_a_first_message_is_closed(make: Callable[..., SipTransports]) -> None:
+    inbox = Inbox()
+    server = make(inbox, limits=TransportLimits(idle_timeout=5.0, first_message_timeout=0.3))
+    await server.start(HOST, tcp_port=0)
+    silent, silent_writer = await open_raw(server.local_address("tcp"))
+    talking, talking_writer = await open_raw(server.local_address("tcp"))
+    talking_writer.write(options())
+    await inbox.wait(1)
+    assert await closed_by_peer(silent)
+    await asyncio.sleep(0.2)
+    assert server.connection_count == 1  # the one that sent a message stays
+    silent_writer.close()
+    talking_writer.close()

@@ -15,6 +15,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from ..yamlsource import Located, Position, SourceError, load_yaml
 
 DEFAULT_OPERATOR_URI = "sip:operator@127.0.0.1:5099"
+# SRTP with SDES keys (call/srtp_policy.py): auto = optional over TLS signalling, off over UDP/TCP.
+SrtpMode = Literal["required", "optional", "off", "auto"]
+SRTP_DESCRIPTION = ("SRTP (SDES, RFC 4568): required | optional | off | auto (optional over TLS, off otherwise); "
+                    "keys are only ever exchanged over TLS")
+
+
+def _srtp_off(value: Any) -> Any:
+    """YAML 1.1 reads a bare ``off`` as false: take it as the word it was."""
+    return "off" if value is False else value
 
 
 class _Strict(BaseModel):
@@ -36,8 +45,16 @@ class ServerConfig(_Strict):
     data_dir: Path = Path("data")
     tls: TlsConfig | None = None
     ring_seconds: float = Field(0.0, ge=0, le=120, description="how long inbound calls ring (180) before answer")
+    max_calls: int = Field(1000, ge=1, description="concurrent calls; beyond it new INVITEs get 503 + Retry-After")
+    new_requests_per_source: float = Field(
+        10.0, ge=0, description="dialog-creating requests (INVITE, OPTIONS, REGISTER...) per second per source IP; "
+                                "beyond it a few get 503 + Retry-After, the rest are dropped; 0 = no limit")
+    new_requests_burst: float = Field(20.0, ge=1, description="how many of those a source may send at once")
     nice: int | None = Field(None, ge=-20, le=19,
                              description="process priority; negative runs media ahead of other work (needs root/CAP_SYS_NICE)")
+    user_agent: str = Field("callbridge", min_length=1, max_length=100, pattern=r"^[\x21-\x7e][\x20-\x7e]*$",
+                            description="product named in SIP User-Agent/Server headers; no version by default, "
+                                        "so scanners cannot tell which release runs")
 
     @model_validator(mode="after")
     def _tls_needs_cert(self) -> "ServerConfig":
@@ -71,6 +88,11 @@ class InboundTrunk(_Strict):
     auth: DigestAuthConfig | None = None
     flow: str | None = Field(None, description="this trunk's flow when no route matches the called number")
     routes: dict[str, str] = Field(default_factory=dict, description="called number / DID / SIP user -> flow")
+    transfer_targets: list[str] = Field(
+        default_factory=list, description="where a caller's REFER may transfer to: number globs (+1555*) or URI "
+                                          "globs (sip:*@pbx.example:*); empty = REFER refused with 403")
+    srtp: SrtpMode | None = Field(None, description=SRTP_DESCRIPTION + "; default: media.srtp")
+    _srtp_yaml_off = field_validator("srtp", mode="before")(_srtp_off)
 
     @field_validator("allowed_cidrs")
     @classmethod
@@ -91,6 +113,13 @@ class MediaConfig(_Strict):
         "auto", description="tone detection: auto = only when telephone-event was not negotiated")
     record: bool = Field(True, description="stereo WAV per call under <data_dir>/recordings")
     music_on_hold: Path | None = Field(None, description="WAV file looped while a caller is on hold")
+    recordings_retention_days: float | None = Field(
+        30.0, gt=0, description="recordings older than this are deleted (checked hourly); null = kept forever")
+    srtp: SrtpMode = Field("auto", description=SRTP_DESCRIPTION + "; for calls matching no trunk and trunks "
+                                                                  "that do not set their own")
+    _srtp_yaml_off = field_validator("srtp", mode="before")(_srtp_off)
+    recordings_max_bytes: int | None = Field(
+        10 * 1024**3, gt=0, description="recordings beyond this total are deleted, oldest first; null = no quota")
 
     @field_validator("music_on_hold")
     @classmethod
@@ -136,7 +165,8 @@ BUILTIN_FLOWS = ("demo", "tone")
 class RoutingConfig(_Strict):
     default_flow: str = Field("demo", description="flow for calls no route claims")
     unknown_number: Literal["default", "reject"] = Field(
-        "default", description="a called number no route knows: play the default flow, or reject with 404")
+        "default", description="a called number no route knows: play the default flow, or reject with 404 "
+                               "(without digest auth on the inbound trunks, 404 tells scanners which numbers exist)")
     numbers: dict[str, str] = Field(default_factory=dict, description="called number / DID / SIP user -> flow")
 
 
@@ -167,6 +197,27 @@ class TrunkRegisterConfig(_Strict):
         return value
 
 
+class DialPolicyConfig(_Strict):
+    """Which numbers a trunk may dial, and how many calls (call/dial_policy.py, docs/SECURITY.md)."""
+
+    allow: list[str] = Field(default_factory=list, description="destination globs (+1555*, sip:*@x); empty = any "
+                                                              "home-country number that is not premium rate")
+    home_country: str = Field("+1", pattern=r"^\+[1-9][0-9]{0,2}$", description="numbers outside it are "
+                                                                              "international: denied unless listed")
+    max_concurrent: int | None = Field(None, ge=1, description="calls up at once through this trunk")
+    max_per_minute: int | None = Field(None, ge=1, description="calls started per minute")
+    max_per_day: int | None = Field(None, ge=1, description="calls started per 24 h (sliding)")
+
+
+class OutboundConfig(_Strict):
+    """Dialling out with no trunk, and caps across all trunks."""
+
+    allow_uris: list[str] = Field(
+        default_factory=lambda: ["sip:*@127.0.0.1:*", "sips:*@127.0.0.1:*", "sip:*@localhost:*", "sips:*@localhost:*"],
+        description="SIP URI globs that may be dialled with no trunk (POST /api/calls, REFER); default loopback only")
+    max_per_day: int | None = Field(None, ge=1, description="outbound calls per 24 h in all (sliding)")
+
+
 class OutboundTrunk(_Strict):
     name: str = Field(min_length=1)
     host: str = Field(min_length=1, description="the carrier's SIP address, e.g. example.pstn.twilio.com")
@@ -179,6 +230,16 @@ class OutboundTrunk(_Strict):
     caller_id: str | None = Field(None, description="number presented on calls through this trunk")
     # Spelled "register" in YAML; the attribute name avoids shadowing BaseModel's ABC ``register``.
     registration: TrunkRegisterConfig | None = Field(None, alias="register")
+    policy: DialPolicyConfig = Field(default_factory=DialPolicyConfig)
+    srtp: SrtpMode | None = Field(None, description=SRTP_DESCRIPTION + "; default: media.srtp")
+    _srtp_yaml_off = field_validator("srtp", mode="before")(_srtp_off)
+
+    @model_validator(mode="after")
+    def _srtp_needs_tls(self) -> "OutboundTrunk":
+        if self.srtp in ("required", "optional") and self.transport != "tls":
+            raise ValueError(f"srtp: {self.srtp} needs transport: tls (SDES keys travel in the SDP and may only "
+                             "be sent over TLS, RFC 4568 §8.3)")
+        return self
 
     @model_validator(mode="after")
     def _register_has_identity(self) -> "OutboundTrunk":
@@ -244,7 +305,41 @@ class AgentConfig(_Strict):
 
 
 class ApiConfig(_Strict):
-    token: str | None = Field(None, min_length=16, description="bearer token every /api request must carry")
+    """The HTTP API's defences (docs/SECURITY.md): a token always, our names only, bounded bodies and connections."""
+
+    token: str | None = Field(None, min_length=16, description="bearer token every request but GET /healthz must "
+                                                               "carry; default: generated once into <data_dir>/api_token")
+    allowed_hosts: list[str] = Field(default_factory=list, description="more Host names the API answers to: "
+                                                                       "'name' (any port) or 'name:port'")
+    allowed_origins: list[str] = Field(default_factory=list, description="browser origins that may call the API, "
+                                                                         "e.g. https://dashboard.example")
+    max_body_bytes: int = Field(1024 * 1024, ge=1024, le=64 * 1024 * 1024, description="larger bodies get 413")
+    body_timeout_s: float = Field(30.0, gt=0, le=3600, description="a body not received in this time gets 408")
+    header_timeout_s: float = Field(10.0, gt=0, le=300, description="request headers not complete in this time: "
+                                                                    "the connection is closed")
+    max_connections_per_client: int = Field(32, ge=1, le=100_000, description="open connections from one address "
+                                                                              "(an IPv6 /64); more are closed")
+    max_connections: int = Field(512, ge=1, le=1_000_000, description="open HTTP connections in all")
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _hosts(cls, values: list[str]) -> list[str]:
+        from .origins import parse_authority
+
+        for value in values:
+            if parse_authority(value) is None:
+                raise ValueError(f"{value!r} is not a host name or host:port (IPv6 in brackets)")
+        return values
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _origins(cls, values: list[str]) -> list[str]:
+        from .origins import parse_origin
+
+        for value in values:
+            if parse_origin(value) is None:
+                raise ValueError(f"{value!r} is not an origin like https://dashboard.example or http://host:8080")
+        return values
 
 
 class WebhooksConfig(_Strict):
@@ -280,6 +375,29 @@ class PromptConfig(_Strict):
     prerender: bool = Field(True, description="render static prompts at start-up so no caller waits for TTS")
 
 
+class SecurityConfig(_Strict):
+    """Back-off and bans for failed digest logins (callbridge.sip.guard), per source address and username."""
+
+    auth_failures_before_backoff: int = Field(
+        3, ge=1, le=1000, description="failed logins after which further attempts get 403 unchecked, "
+                                      "for 1 s doubling per failure (up to 60 s)")
+    auth_failures_before_ban: int = Field(
+        10, ge=1, le=10000, description="failed logins (checked or not) after which the source gets no answers")
+    failure_window_seconds: float = Field(600.0, gt=0, description="failures are forgotten this long after the last")
+    backoff_seconds: float = Field(1.0, ge=0, le=60, description="first back-off; doubles per further failure")
+    ban_seconds: float = Field(600.0, gt=0, description="first ban; each repeat offence doubles it")
+    max_ban_seconds: float = Field(86400.0, gt=0, description="longest a repeated ban grows")
+    max_tracked: int = Field(10000, ge=10, le=1_000_000, description="sources and usernames remembered at most")
+    secret_key_file: Path | None = Field(None, description="key for trunk passwords at rest (32 bytes, base64); "
+                                                           "default: $CALLBRIDGE_SECRET_KEY, else <data_dir>/secret.key")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "SecurityConfig":
+        if self.auth_failures_before_ban < self.auth_failures_before_backoff:
+            raise ValueError("auth_failures_before_ban: must be at least auth_failures_before_backoff")
+        return self
+
+
 class Config(_Strict):
     server: ServerConfig = Field(default_factory=ServerConfig)
     media: MediaConfig = Field(default_factory=MediaConfig)
@@ -293,6 +411,8 @@ class Config(_Strict):
     api: ApiConfig = Field(default_factory=ApiConfig)
     webhooks: WebhooksConfig = Field(default_factory=WebhooksConfig)
     database: DatabaseConfig = Field(default_factory=DatabaseConfig)
+    security: SecurityConfig = Field(default_factory=SecurityConfig)
+    outbound: OutboundConfig = Field(default_factory=OutboundConfig)
     source: str | None = Field(None, exclude=True)
 
     @model_validator(mode="after")
@@ -360,7 +480,7 @@ def config_from(located: Located) -> Config:
 def _deepest_known(located: Located, path: tuple, parts: list[str]) -> tuple:
     """Follow "a.0.b" from ``path`` as far as the file has positions (list indexes are ints)."""
     for part in parts:
-        for key in (part, int(part)) if part.isdigit() else (part,):
+        for key in (part, int(part)) if part.isdecimal() else (part,):  # "²".isdigit(), but int("²") fails
             if path + (key,) in located.positions:
                 path = path + (key,)
                 break

@@ -1,4 +1,8 @@
-"""The HTTP API (Starlette): health, metrics, call records, dispatch, the event stream and call control."""
+"""The HTTP API (Starlette): health, metrics, call records, dispatch, the event stream and call control.
+
+Every request but ``GET /healthz`` passes :class:`~.httpguard.ApiGuard` first (token, Host, Origin, JSON
+bodies of bounded size); handlers read bodies with :func:`~.jsonbody.json_body`, never ``request.json()``.
+"""
 
 from __future__ import annotations
 
@@ -13,11 +17,16 @@ from starlette.responses import FileResponse, JSONResponse, Response, StreamingR
 from starlette.routing import Route
 
 from ..call.call import CallStatus
-from .auth import BearerAuth
+from ..call.dial_policy import DialDenied
+from ..call.manager import NO_MEDIA_PORTS_RETRY_AFTER_S, NoMediaPortsError
 from .dispatch import DispatchError, parse_dispatch, wait_for_answer
 from .events import SSE_KEEPALIVE, sse_frame
 from .gctuning import GC_MONITOR
+from .httpguard import ApiGuard, GuardPolicy
+from .jsonbody import json_body
+from .origins import HostPolicy
 from .registrations import registration_routes
+from .security_api import security_routes
 from .trunk_api import trunk_routes
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 
@@ -38,7 +47,16 @@ def no_such_call() -> JSONResponse:
     return JSONResponse({"error": "no such call"}, status_code=404)
 
 
-def build_http_app(server: "Server") -> BearerAuth:
+def cannot_dial(exc: OSError) -> JSONResponse:
+    """503: no RTP port free (try again soon, RFC 9110 §10.2.3), or the trunk's address cannot be used;
+    403 with the reason when the dial policy refuses the destination (call/dial_policy.py)."""
+    if isinstance(exc, DialDenied):
+        return JSONResponse({"error": f"dial refused by policy: {exc.detail}", "reason": exc.reason}, status_code=403)
+    headers = {"Retry-After": str(NO_MEDIA_PORTS_RETRY_AFTER_S)} if isinstance(exc, NoMediaPortsError) else None
+    return JSONResponse({"error": f"cannot place the call: {exc}"}, status_code=503, headers=headers)
+
+
+def build_http_app(server: "Server") -> ApiGuard:
     def find_call(request: Request):
         return server.calls.calls.get(request.path_params["call_id"])
 
@@ -165,7 +183,7 @@ def build_http_app(server: "Server") -> BearerAuth:
             call = await server.dispatcher.place(job)
         except OSError as exc:  # no RTP port free, or the trunk's address cannot be used
             log.warning("dispatch could not dial: %s", exc)
-            return JSONResponse({"error": f"cannot place the call: {exc}"}, status_code=503)
+            return cannot_dial(exc)
         if job.wait_until_answered:
             await wait_for_answer(call, job.ringing_timeout + ANSWER_GRACE_S)
         return JSONResponse({"call_id": call.id, "room_name": job.room_name,
@@ -223,6 +241,9 @@ def build_http_app(server: "Server") -> BearerAuth:
             call = await server.calls.dial(target)
         except ValueError as exc:
             return JSONResponse({"error": str(exc), "field": "to"}, status_code=422)
+        except OSError as exc:
+            log.warning("could not dial %s: %s", target, exc)
+            return cannot_dial(exc)
         return JSONResponse({"id": call.id, "sip_call_id": call.sip_call_id}, status_code=201)
 
     app = Starlette(routes=[
@@ -242,8 +263,12 @@ def build_http_app(server: "Server") -> BearerAuth:
         Route("/api/calls/{call_id}/dtmf", send_dtmf, methods=["POST"]),
         *registration_routes(lambda: server.registrations),
         *trunk_routes(server.trunk_directory),
+        *security_routes(lambda: server.ua.guard, server.endpoint.now),
     ])
-    return BearerAuth(app, server.config.api.token or server.api_token)
+    config, api = server.config.server, server.config.api
+    hosts = HostPolicy.for_server(config.host, config.public_host, api.allowed_hosts, api.allowed_origins)
+    return ApiGuard(app, GuardPolicy(token=server.api_token, hosts=hosts, max_body_bytes=api.max_body_bytes,
+                                     body_timeout_s=api.body_timeout_s))
 
 
 async def _field(request: Request, name: str) -> object:
@@ -253,7 +278,4 @@ async def _field(request: Request, name: str) -> object:
 
 
 async def _json(request: Request) -> object:
-    try:
-        return await request.json()
-    except ValueError:
-        return None
+    return await json_body(request)  # decoded by the guard, off the event loop when large

@@ -8,7 +8,10 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ..sip.guard import AuthGuard
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -82,6 +85,20 @@ class Gauge:
 
 
 @dataclass
+class CounterView:
+    """A counter kept elsewhere (a protocol core's own tally), read when scraped."""
+
+    name: str
+    help: str
+    read: Callable[[], float]
+
+    def render(self) -> Iterable[str]:
+        yield f"# HELP {self.name} {self.help}"
+        yield f"# TYPE {self.name} counter"
+        yield _series(self.name, (), self.read())
+
+
+@dataclass
 class Histogram:
     name: str
     help: str
@@ -129,6 +146,25 @@ class CallMetrics:
         self.rtp_lost = Counter("callbridge_rtp_packets_lost_total", "RTP packets lost (RTCP-style count) by finished calls.")
         self.jitter = Histogram("callbridge_rtp_jitter_seconds", "Interarrival jitter at the end of each call.",
                                 JITTER_BUCKETS)
+        self.extra: list[Counter | Gauge | CounterView | Histogram] = []
+
+    def watch_auth_guard(self, guard: "AuthGuard | None", now: Callable[[], float]) -> None:
+        """Failed logins, back-off and bans (sip/guard.py); ``now`` is the clock the guard is fed."""
+        if guard is None:
+            return
+        from ..sip.guard import SOURCE, USERNAME
+
+        self.extra += [
+            CounterView("callbridge_auth_failures_total", "Failed digest logins, checked or refused unchecked.",
+                        lambda: guard.failures_total),
+            CounterView("callbridge_auth_refused_total", "Logins answered 403 unchecked while backing off.",
+                        lambda: guard.refused_total),
+            CounterView("callbridge_auth_dropped_total", "SIP requests from banned sources dropped unanswered.",
+                        lambda: guard.dropped_total),
+            CounterView("callbridge_auth_bans_total", "Bans started (sources and usernames).", lambda: guard.bans_total),
+            Gauge("callbridge_banned_sources", "Source addresses banned now.", lambda: guard.banned_count(SOURCE, now())),
+            Gauge("callbridge_banned_usernames", "Usernames locked now.", lambda: guard.banned_count(USERNAME, now())),
+        ]
 
     def on_status(self, direction: str, status: str) -> None:
         self.status_changes.inc(direction=direction, status=status)
@@ -154,5 +190,5 @@ class CallMetrics:
 
     def render(self) -> str:
         metrics = (self.active_calls, self.rtp_ports, self.status_changes, self.ended, self.turn_latency,
-                   self.renewals, self.rtp_received, self.rtp_lost, self.jitter)
+                   self.renewals, self.rtp_received, self.rtp_lost, self.jitter, *self.extra)
         return "\n".join(line for metric in metrics for line in metric.render()) + "\n"

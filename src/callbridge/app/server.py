@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import os
 import signal
@@ -17,6 +16,7 @@ import uvicorn
 from ..call.manager import CallManager, MediaPolicy
 from ..media.diskwriter import BackgroundFileWriter
 from ..media.pacer import MediaPacer
+from ..media.retention import CLEANUP_INTERVAL_S, RetentionPolicy, clean_recordings
 from ..media.wavfile import scan_and_repair
 from ..rtp.ports import PortAllocator
 from ..sip.endpoint import SipEndpoint
@@ -26,6 +26,7 @@ from .config import Config, InboundTrunk
 from ..speech.prompts import PromptCache
 from .gctuning import collect_periodically, tune_gc_for_media
 from .http import build_http_app
+from .httpconn import ConnectionCounter, ConnectionLimits, guarded_protocol
 from .registrations import RegistrationManager, start_registrations
 from ..agent.demo_orders import OrdersDb
 from ..agent.desk import AgentDesk
@@ -34,13 +35,16 @@ from ..agent.holding import holding_agent
 from ..ivr.handoff import HandoffContext
 from ..ivr.nodes import AgentNode
 from ..sip.address import Address
-from .auth import generate_token
+from .auth import ApiToken, load_or_create_token
 from .dispatch import OutboundRunner
 from .events import EventBus
 from .journal import CallJournal
+from .dial_rules import install_dial_policy
 from .metrics import CallMetrics
 from .phoneline import PhoneLineApp, hands_off, listens_for_speech, load_flows, static_prompts
 from .routing import Router
+from .security_api import guard_policy
+from .secretbox import SecretBox, load_key
 from .trunk_directory import TrunkDirectory
 
 log = logging.getLogger("callbridge.server")
@@ -96,19 +100,23 @@ class Server:
         self.ready = False
         server = config.server
         self.advertised_host = server.public_host or server.host
-        self.ua = UserAgent(UserAgentConfig(host=self.advertised_host))
+        self.ua = UserAgent(UserAgentConfig(host=self.advertised_host, user_agent=server.user_agent,
+                                            auth_guard=guard_policy(config.security),
+                                            new_requests_per_source=server.new_requests_per_source,
+                                            new_requests_burst=server.new_requests_burst))
         self.endpoint = SipEndpoint(self.ua, self._on_sip_event)
         self.pacer = MediaPacer()
         self.ports = PortAllocator(config.media.rtp_port_min, config.media.rtp_port_max)
         # Config trunks now, API trunks from the store at start; it keeps the manager's table current.
-        self.trunk_directory = TrunkDirectory(config)
+        self.trunk_directory = TrunkDirectory(
+            config, secrets=SecretBox(load_key(server.data_dir.resolve(), config.security.secret_key_file)))
         trunks = self.trunk_directory.table
         media = config.media
         self.recordings_dir = server.data_dir.resolve() / "recordings" if media.record else None
         self.recording_io = BackgroundFileWriter() if media.record else None
         policy = MediaPolicy(codecs=media.codecs, dtmf_inband=media.dtmf_inband,
                              recordings_dir=self.recordings_dir, recording_io=self.recording_io,
-                             music_on_hold=media.music_on_hold)
+                             music_on_hold=media.music_on_hold, srtp=media.srtp)
         self.flows = load_flows(config)
         self.prompts = PromptCache(config.prompts.cache_dir or default_cache_dir() / "prompts")
         self._transcriber = None
@@ -123,8 +131,13 @@ class Server:
                            start_agent=self._inbound_agent)
         self.calls = CallManager(self.endpoint, media_host=self.advertised_host, ports=self.ports, pacer=self.pacer,
                                  trunks=trunks, media=policy, app=app, ring_seconds=server.ring_seconds)
+        self.calls.max_calls = server.max_calls
+        self.calls.outbound_srtp = lambda name: (t.srtp if (t := self.trunk_directory.outbound(name)) else None)
         self.bus = EventBus()
         self.metrics = CallMetrics(lambda: len(self.calls.active_calls), lambda: self.ports.in_use)
+        self.metrics.watch_auth_guard(self.ua.guard, self.endpoint.now)
+        self.metrics.extra.append(install_dial_policy(config, self.calls, lambda: self.trunk_directory.outbound_trunks,
+                                                      self.endpoint.now))
         self.store = None  # an AsyncCallStore once started
         self.outbox = None  # a WebhookOutbox when webhooks.url is set
         self._outbox_task: asyncio.Task | None = None
@@ -133,7 +146,13 @@ class Server:
         self.calls.observers.append(self.journal.observe)
         self.dispatcher = OutboundRunner(self.calls, start_agent=self.agents, prompts=self.prompts,
                                          transcriber=self._get_transcriber, dial=self._dial)
-        self.api_token = config.api.token or self._demo_token()
+        # Always a token, loopback included: any web page the user opens can reach 127.0.0.1.
+        self.api_token = (ApiToken(config.api.token, None) if config.api.token
+                          else load_or_create_token(server.data_dir)).value
+        api = config.api
+        self.http_connections = ConnectionCounter(ConnectionLimits(
+            per_client=api.max_connections_per_client, total=api.max_connections,
+            header_timeout_s=api.header_timeout_s))
         self.router = Router(config)
         self.calls.router = lambda call: self.router.flow_for(call.trunk, call.called)
         self.trunk_directory.on_inbound_change = self._reroute
@@ -141,22 +160,8 @@ class Server:
         self._http_task: asyncio.Task | None = None
         self.bound: BoundPorts | None = None
         self._gc_task: asyncio.Task | None = None
+        self._retention_task: asyncio.Task | None = None
         self.registrations: RegistrationManager | None = None
-
-    def _demo_token(self) -> str | None:
-        """An API on a public address needs a token: make one up when none is configured.
-
-        On loopback only this machine's users can reach the API, so the demo stays
-        open there (as the test servers and a laptop demo expect)."""
-        try:
-            loopback = ipaddress.ip_address(self.config.server.host).is_loopback
-        except ValueError:
-            loopback = self.config.server.host == "localhost"
-        if loopback:
-            return None
-        token = generate_token()
-        print(f"callbridge: no api.token configured; this run's API token is {token}", flush=True)
-        return token
 
     async def _inbound_agent(self, name: str, io, context: HandoffContext) -> None:
         if name in self.explicit_agents:
@@ -275,8 +280,10 @@ class Server:
         # API outbound trunks with register: too (those added later register at the next start).
         self.registrations = start_registrations(self.trunk_directory.config_view(), self.endpoint)
         transports = self.endpoint.transports
+        # Our h11 protocol with per-client and header-time limits (httpconn.py); no WebSocket upgrades.
         http_config = uvicorn.Config(build_http_app(self), host=server.host, port=server.http_port,
-                                     log_config=None, access_log=False, lifespan="off")
+                                     log_config=None, access_log=False, lifespan="off", ws="none",
+                                     http=guarded_protocol(self.http_connections))
         self._http = uvicorn.Server(http_config)
         self._http_task = asyncio.get_running_loop().create_task(self._http.serve(), name="http")
         while not self._http.started:
@@ -293,15 +300,32 @@ class Server:
         )
         tune_gc_for_media()
         self._gc_task = asyncio.get_running_loop().create_task(collect_periodically(), name="gc")
+        if self.recordings_dir is not None:
+            self._retention_task = asyncio.get_running_loop().create_task(self._clean_recordings(), name="retention")
         self.ready = True
         log.info("ready", extra={"sip_udp": self.bound.sip_udp, "sip_tcp": self.bound.sip_tcp,
                                  "sip_tls": self.bound.sip_tls, "http": http_port})
         return self.bound
 
+    async def _clean_recordings(self) -> None:
+        """Recordings past media.recordings_retention_days or over media.recordings_max_bytes go,
+        oldest first; a call's recording is never deleted while it is being written."""
+        assert self.recordings_dir is not None
+        media = self.config.media
+        policy = RetentionPolicy(media.recordings_retention_days, media.recordings_max_bytes)
+        while True:
+            in_use = {Path(c.recording).name for c in self.calls.active_calls if c.recording}
+            try:
+                await asyncio.to_thread(clean_recordings, self.recordings_dir, time.time(), policy, in_use)
+            except OSError as exc:
+                log.warning("recordings cleanup failed: %s", exc)
+            await asyncio.sleep(CLEANUP_INTERVAL_S)
+
     async def stop(self) -> None:
         self.ready = False
-        if self._gc_task is not None:
-            self._gc_task.cancel()
+        for task in (self._gc_task, self._retention_task):
+            if task is not None:
+                task.cancel()
         self.bus.close()  # event streams end, so the HTTP server can stop
         if self.registrations is not None:
             await self.registrations.close()  # RFC 3261 §10.2.2: remove our bindings

@@ -14,11 +14,13 @@ import logging
 from collections.abc import Callable
 from typing import Any, Literal, Protocol
 
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from pydantic import ValidationError
 
 from ..call.trunks import InboundTrunkPolicy, TrunkTable
 from .config import BUILTIN_FLOWS, Config, InboundTrunk, OutboundTrunk
 from .dispatch import DispatchError
+from .secretbox import SecretBox, SecretError, is_sealed
 
 log = logging.getLogger("callbridge.trunks")
 
@@ -95,7 +97,8 @@ def inbound_policy(trunk: InboundTrunk) -> InboundTrunkPolicy:
         networks=[ipaddress.ip_network(c, strict=False) for c in trunk.allowed_cidrs],
         username=auth.username if auth else None, password=auth.password if auth else None,
         realm=auth.realm if auth else "callbridge",
-        algorithms=tuple(auth.algorithms) if auth else ("MD5", "SHA-256"), flow=trunk.flow)
+        algorithms=tuple(auth.algorithms) if auth else ("MD5", "SHA-256"), flow=trunk.flow,
+        transfer_targets=tuple(trunk.transfer_targets), srtp=trunk.srtp)
 
 
 def trunk_settings(trunk: Trunk) -> dict[str, Any]:
@@ -115,10 +118,12 @@ def masked(value: Any) -> Any:
 class TrunkDirectory:
     """Config trunks plus API trunks, looked up by name; keeps ``table`` (inbound) in step."""
 
-    def __init__(self, config: Config, table: TrunkTable | None = None) -> None:
+    def __init__(self, config: Config, table: TrunkTable | None = None, *, secrets: SecretBox | None = None) -> None:
         self.config = config
         self.table = table if table is not None else TrunkTable([])
         self.store: TrunkStore | None = None
+        # Passwords are stored sealed; without a key given, one for this process only (tests).
+        self.secrets = secrets or SecretBox(AESGCM.generate_key(bit_length=256))
         # Called with the merged inbound trunks after each change (the server rebuilds its router).
         self.on_inbound_change: Callable[[list[InboundTrunk]], None] | None = None
         self._api: dict[str, dict[str, Trunk]] = {kind: {} for kind in KINDS}
@@ -176,12 +181,16 @@ class TrunkDirectory:
                 log.warning("stored trunk of unknown kind skipped", extra={"kind": kind, "trunk": name})
                 continue
             try:
-                trunk = parse_trunk(kind, row["config"], self.config)
+                settings = self.secrets.open_fields(row["config"], _secret_place(kind, name))
+                trunk = parse_trunk(kind, settings, self.config)
                 self._check_name(kind, trunk.name)
-            except (TrunkError, TrunkConflict) as exc:
+            except (TrunkError, TrunkConflict, SecretError) as exc:
                 log.warning("stored API trunk skipped", extra={"kind": kind, "trunk": name, "error": str(exc)})
                 continue
             self._api[kind][trunk.name] = trunk
+            if _has_plain_secret(row["config"]):
+                await store.save_trunk(kind, trunk.name, self._sealed(kind, trunk))  # stored before encryption
+                log.info("stored trunk password encrypted", extra={"kind": kind, "trunk": name})
         self._apply_inbound()
         log.info("trunks loaded", extra={kind: len(self._api[kind]) for kind in KINDS})
 
@@ -192,7 +201,7 @@ class TrunkDirectory:
             self._check_name(kind, trunk.name)
             created = trunk.name not in self._api[kind]
             # Durable first: what the API answers must survive a restart.
-            await store.save_trunk(kind, trunk.name, trunk_settings(trunk))
+            await store.save_trunk(kind, trunk.name, self._sealed(kind, trunk))
             self._api[kind][trunk.name] = trunk
             if kind == "inbound":
                 self._apply_inbound()
@@ -216,6 +225,9 @@ class TrunkDirectory:
                 self._apply_inbound()
         log.info("API trunk deleted", extra={"kind": kind, "trunk": name})
         return True
+
+    def _sealed(self, kind: Kind, trunk: Trunk) -> dict[str, Any]:
+        return self.secrets.seal_fields(trunk_settings(trunk), _secret_place(kind, trunk.name))
 
     def _require_store(self) -> TrunkStore:
         if self.store is None:
@@ -242,3 +254,17 @@ class TrunkDirectory:
         self.table.trunks = [policies[t.name][1] for t in trunks]
         if self.on_inbound_change is not None:
             self.on_inbound_change(trunks)
+
+
+def _secret_place(kind: str, name: str) -> str:
+    """What a stored trunk's secrets are bound to: one row's ciphertext does not open in another."""
+    return f"trunk/{kind}/{name}"
+
+
+def _has_plain_secret(value: Any) -> bool:
+    if isinstance(value, dict):
+        return any((key == "password" and isinstance(item, str) and not is_sealed(item)) or _has_plain_secret(item)
+                   for key, item in value.items())
+    if isinstance(value, list):
+        return any(_has_plain_secret(item) for item in value)
+    return False

@@ -23,15 +23,18 @@ from ..media.sources import LoopSource, Source, wav_source
 from ..media.stream import AudioStream
 from ..media.tone import hold_music
 from ..media.wavfile import JobRunner
-from ..rtp.ports import PortAllocator
+from ..rtp.ports import PortAllocator, PortsExhaustedError
 from ..rtp.socket import RtpSocket
 from ..sip import events as ev
-from ..sip.address import Address
+from ..sip.address import Address, address_for_uri
 from ..sip.endpoint import SipEndpoint
-from ..sip.sdp import Answer, NotAcceptable, SdpError, apply_answer, build_offer, negotiate_answer, parse_sdp
+from ..sip.sdp import (Answer, NotAcceptable, SdpError, apply_answer, build_offer, negotiate_answer, parse_sdp,
+                       static_codec)
 from ..sip.session import InviteSession
 from ..sip.uri import SipUri, parse_uri
 from .call import END_REASONS, Call, CallObserver, CallStatus, Leg
+from . import srtp_policy
+from .dial_policy import DialDenied, DialPolicy, TrunkRules, transfer_allowed
 from .trunks import TrunkTable, called_user
 
 log = logging.getLogger("callbridge.call")
@@ -47,6 +50,21 @@ DIALOG_LOST_REASONS = {"no_ack": "failed", "timeout": "failed", "session_expired
 # RFC 3515 has no timeout for the transferee's new call; 30 s matches common PBX defaults.
 REFER_DIAL_TIMEOUT = 30.0
 
+# No RTP port pair free: 503 with Retry-After (RFC 3261 §21.5.4). Ports come back as calls end, so
+# the wait is short; a proxy that honours it sends new calls to another server meanwhile (§16.7).
+NO_MEDIA_PORTS_RETRY_AFTER_S = 10
+# At server.max_calls, a new INVITE gets 503 with this Retry-After (RFC 3261 §21.5.4): calls end
+# every few minutes, so a retry soon may fit; a proxy sends the call elsewhere meanwhile (§16.7).
+FULL_RETRY_AFTER_S = 10
+# A flood of calls while full would otherwise log one warning per refused call.
+NO_MEDIA_PORTS_LOG_INTERVAL_S = 10.0
+# Likewise for dials the policy refuses (a toll-fraud attempt comes in bursts).
+DIAL_DENIED_LOG_INTERVAL_S = 10.0
+
+
+class NoMediaPortsError(OSError):
+    """No RTP/RTCP port pair could be opened for a call: the range is used up, or nothing in it binds."""
+
 
 class CallApp(Protocol):
     async def run(self, call: Call, manager: "CallManager") -> None: ...
@@ -61,6 +79,7 @@ class MediaPolicy:
     recordings_dir: Path | None = None  # None: do not record
     recording_io: JobRunner | None = None  # runs recordings' disk writes off the event loop
     music_on_hold: Path | None = None  # None: the built-in hold music
+    srtp: str = srtp_policy.AUTO  # for calls matching no trunk, and trunks that do not say (call/srtp_policy.py)
 
 
 class CallManager:
@@ -83,6 +102,8 @@ class CallManager:
         self.trunks = trunks
         self.media = media
         self.codecs = media.codecs
+        # What our INVITEs offer: the configured codecs, in their order, by static payload type.
+        self.offer_codecs = [static_codec(name) for name in media.codecs]
         self.app = app
         self.dtmf_listeners: list[Callable[[Call, DtmfEvent], None]] = []
         self._hold_music: dict[int, LoopSource] = {}  # by sample rate: read the file once, not per call
@@ -93,7 +114,26 @@ class CallManager:
         self._tasks: set[asyncio.Task] = set()
         self._pacer_handles: dict[int, int] = {}
         self.ua.inbound_auth = trunks.auth_policy
+        self.ua.rate_exempt = trunks.carrier_source
+        # Toll-fraud guard (call/dial_policy.py): every dial asks it first. None only in a client
+        # (the call simulator dials what its operator typed); the server always sets one.
+        self.dial_policy: DialPolicy | None = None
+        self.outbound_rules: Callable[[], list[TrunkRules]] = lambda: []  # the outbound trunks, current
+        self.outbound_srtp: Callable[[str | None], str | None] = lambda trunk: None  # an outbound trunk's srtp
+        self._srtp_offers: dict[str, tuple[str, list]] = {}  # call id -> (mode, our keys) until answered
+        self.dial_listeners: list[Callable[[str, str, str | None], None]] = []  # (event, reason, trunk)
+        self._dial_tickets: dict[str, int] = {}  # call id -> policy ticket, released when the call ends
+        self._refers_seen: set[str] = set()  # calls that already got a REFER: one per dialog
+        self._denied_logged_at = -DIAL_DENIED_LOG_INTERVAL_S
+        self._denied_unlogged = 0
+        self.ua.refer_policy = self._refer_policy
         self._sdp_version = 1
+        self._no_ports_logged_at = -NO_MEDIA_PORTS_LOG_INTERVAL_S
+        self._no_ports_unlogged = 0
+        # Concurrent calls (inbound and outbound, ringing or up) beyond which inbound INVITEs get 503.
+        self.max_calls: int | None = None
+        self._full_logged_at = -NO_MEDIA_PORTS_LOG_INTERVAL_S
+        self._full_unlogged = 0
 
     # -- plumbing ------------------------------------------------------------------------
 
@@ -127,6 +167,7 @@ class CallManager:
         """Drop a finished call from memory (its record lives on in the store)."""
         if call.status is CallStatus.HANGUP:
             self.calls.pop(call.id, None)
+            self._refers_seen.discard(call.id)
 
     @property
     def task_count(self) -> int:
@@ -158,6 +199,12 @@ class CallManager:
             return
         if isinstance(event, ev.CallConfirmed):
             call.log_event("ack")
+            if call.leg.stream is not None:
+                call.leg.stream.confirm_remote()  # media may now go to the offer's c= (no reflection before)
+                if call.status is not CallStatus.HANGUP:
+                    self._start_recording(call, call.leg.stream)
+                    if call.answered_at is not None:
+                        self._tick(call.leg.stream)
         elif isinstance(event, (ev.CallEnded, ev.CallCancelled)):
             # The remote party leaving is "caller_hangup" in both directions (see call.END_REASONS).
             if isinstance(event, ev.CallCancelled) or event.reason == "remote_bye":
@@ -201,6 +248,11 @@ class CallManager:
 
     async def _accept_inbound(self, session: InviteSession) -> None:
         request = session.invite
+        if self.max_calls is not None and len(self.active_calls) >= self.max_calls:
+            retry_after = [("Retry-After", str(FULL_RETRY_AFTER_S))]
+            self._act(lambda now: self.ua.reject(session, 503, now, headers=retry_after))
+            self._warn_full()
+            return
         trunk = self.trunks.match(request, session.source)
         if self.trunks.trunks and trunk is None:
             self._act(lambda now: self.ua.reject(session, 404, now))
@@ -232,22 +284,36 @@ class CallManager:
             self._act(lambda now: self.ua.reject(session, 488, now, reason="No SDP offer"))
             self._finish(call, "rejected")
             return
-        socket = RtpSocket(self.ports, self.media_host)
+        transport, where = getattr(session.source, "transport", "udp"), f"trunk {trunk.name}" if trunk else "server"
         try:
-            port = await socket.open()
-            answer = negotiate_answer(offer, local_address=self.media_host, local_port=port,
+            srtp_mode = srtp_policy.effective_mode((trunk.srtp if trunk else None) or self.media.srtp, transport,
+                                                   where=where)
+        except srtp_policy.SrtpRefused as exc:
+            srtp_policy.log_refusal(f"{exc}; call refused with 488")
+            self._act(lambda now: self.ua.reject(session, 488, now))
+            call.log_event("rejected", reason=str(exc))
+            self._finish(call, "rejected")
+            return
+        srtp_policy.note_offer_transport(offer, transport, where=where)
+        try:
+            socket = await self._open_rtp()
+        except NoMediaPortsError as exc:
+            retry_after = [("Retry-After", str(NO_MEDIA_PORTS_RETRY_AFTER_S))]
+            self._act(lambda now: self.ua.reject(session, 503, now, headers=retry_after))
+            call.log_event("rejected", reason=str(exc))
+            self._finish(call, "no_media_ports")
+            return
+        protos, usable = srtp_policy.answer_terms(srtp_mode)
+        try:
+            answer = negotiate_answer(offer, local_address=self.media_host, local_port=socket.port or 0,
                                       codec_preference=self.codecs, session_id=int(time.time()),
-                                      session_version=self._next_sdp_version())
+                                      session_version=self._next_sdp_version(), accept_protos=protos, usable=usable)
+            socket.srtp = srtp_policy.secure_answer(offer, answer, srtp_mode)
         except NotAcceptable as exc:
             socket.close()
             self._act(lambda now: self.ua.reject(session, 488, now))
             call.log_event("rejected", reason=str(exc))
             self._finish(call, "rejected")
-            return
-        except OSError:
-            socket.close()
-            self._act(lambda now: self.ua.reject(session, 503, now))
-            self._finish(call, "error")
             return
         if not session.is_active:  # cancelled while we opened the port
             socket.close()
@@ -265,6 +331,35 @@ class CallManager:
         self._set_status(call, CallStatus.ACTIVE)
         self._run_app(call)
 
+    async def _open_rtp(self) -> RtpSocket:
+        """A bound RTP/RTCP pair for a new call, or NoMediaPortsError (an OSError, which every
+        dialer already handles) with nothing left allocated."""
+        socket = RtpSocket(self.ports, self.media_host)
+        try:
+            await socket.open()
+        except (PortsExhaustedError, OSError) as exc:
+            socket.close()
+            self._warn_no_ports(exc)
+            raise NoMediaPortsError(f"no RTP port pair free: {exc}") from exc
+        return socket
+
+    def _warn_full(self) -> None:
+        now = time.monotonic()
+        if now - self._full_logged_at < NO_MEDIA_PORTS_LOG_INTERVAL_S:
+            self._full_unlogged += 1
+            return
+        log.warning("at max_calls (%d): new calls get 503 (%d more since the last warning)",
+                    self.max_calls, self._full_unlogged)
+        self._full_logged_at, self._full_unlogged = now, 0
+
+    def _warn_no_ports(self, exc: Exception) -> None:
+        self._no_ports_unlogged += 1
+        now = time.monotonic()
+        if now - self._no_ports_logged_at >= NO_MEDIA_PORTS_LOG_INTERVAL_S:
+            log.warning("no RTP port pair free (%s): %d call(s) refused since the last warning", exc,
+                        self._no_ports_unlogged)
+            self._no_ports_logged_at, self._no_ports_unlogged = now, 0
+
     def _next_sdp_version(self) -> int:
         self._sdp_version += 1
         return self._sdp_version
@@ -272,6 +367,8 @@ class CallManager:
     def _answer_reoffer(self, call: Call, event: ev.OfferReceived) -> None:
         session = event.session
         stream = call.leg.stream
+        context = stream.socket.srtp if stream is not None else None
+        protos, usable = srtp_policy.reanswer_terms(context)
         try:
             offer = parse_sdp(event.sdp)
             answer = negotiate_answer(offer, local_address=self.media_host,
@@ -279,8 +376,10 @@ class CallManager:
                                       codec_preference=self.codecs,
                                       session_id=call.leg.sdp_session_id or int(call.created_at),
                                       session_version=self._next_sdp_version(),
-                                      local_direction="sendonly" if stream and stream.hold == "local" else "sendrecv")
-        except SdpError:
+                                      local_direction="sendonly" if stream and stream.hold == "local" else "sendrecv",
+                                      accept_protos=protos, usable=usable)
+            srtp_policy.secure_reanswer(context, offer, answer)
+        except (SdpError, srtp_policy.SrtpRefused):
             self._act(lambda now: self.ua.reject_offer(session, 488, now))
             return
         if stream is not None:
@@ -299,40 +398,148 @@ class CallManager:
     async def dial(self, target: str, *, from_user: str | None = None, headers: list[tuple[str, str]] | None = None,
                    credentials: tuple[str, str] | None = None, destination: Address | None = None,
                    trunk: str | None = None, prepare: Callable[[Call], None] | None = None) -> Call:
-        """INVITE ``target``. ``prepare`` sees the call before its first event (to attach a driver, say)."""
+        """INVITE ``target``. ``prepare`` sees the call before its first event (to attach a driver, say).
+
+        Raises ValueError for a bad target and NoMediaPortsError (an OSError) when no RTP port is free."""
         uri = parse_uri(target)
         if not isinstance(uri, SipUri):
             raise ValueError(f"not a SIP URI: {target}")
-        socket = RtpSocket(self.ports, self.media_host)
-        port = await socket.open()
-        offer = build_offer(self.media_host, port, [("PCMU", 0, 8000), ("PCMA", 8, 8000)],
-                            session_id=int(time.time()), session_version=self._next_sdp_version())
-        session = self.ua.invite(uri, self._now(), sdp=offer.encode(), from_user=from_user, headers=headers,
-                                 credentials=credentials, destination=destination)
+        srtp_mode = srtp_policy.effective_mode(self.outbound_srtp(trunk) or self.media.srtp,
+                                               (destination or address_for_uri(uri)).transport,
+                                               where=f"trunk {trunk}" if trunk else "server")  # SrtpRefused: ValueError
+        proto, keys = srtp_policy.offer_terms(srtp_mode)
+        ticket, cap_reached = self._admit(uri, trunk)  # DialDenied (an OSError) before anything is opened
+        try:
+            socket = await self._open_rtp()
+        except BaseException:
+            self._release(ticket)
+            raise
+        try:
+            offer = build_offer(self.media_host, socket.port or 0, self.offer_codecs,
+                                session_id=int(time.time()), session_version=self._next_sdp_version(),
+                                proto=proto, crypto=[str(key) for key in keys])
+            session = self.ua.invite(uri, self._now(), sdp=offer.encode(), from_user=from_user, headers=headers,
+                                     credentials=credentials, destination=destination)
+        except BaseException:
+            socket.close()  # the port pair must not outlive a call that was never placed
+            self._release(ticket)
+            raise
         call = Call(direction="outbound", leg=Leg(session), called=uri.user, status=CallStatus.DIALING,
                     caller=from_user, trunk=trunk, sip_headers={n: v for n, v in headers or () if n.lower().startswith("x-")})
         call.leg.pending_socket, call.leg.offer = socket, offer
+        self._srtp_offers[call.id] = (srtp_mode, keys)
         session.app = call
+        if ticket is not None:
+            self._dial_tickets[call.id] = ticket
         if prepare is not None:
             prepare(call)
         self._register(call)
         self._set_status(call, CallStatus.DIALING)
         call.log_event("invite", target=str(uri), destination=str(session.destination))
+        if cap_reached is not None:  # this call filled a daily cap: the next one is refused
+            call.log_event("daily_cap_reached", scope=cap_reached)
         self.endpoint.flush()
         return call
+
+    # -- dial policy ----------------------------------------------------------------------------
+
+    def _rules_for(self, uri: SipUri, trunk: str | None) -> TrunkRules | None:
+        """The named trunk's rules; with no name, a trunk whose address the URI spells."""
+        rules = self.outbound_rules()
+        if trunk is not None:
+            return next((r for r in rules if r.name == trunk), TrunkRules(name=trunk))
+        host, port = uri.host.lower(), uri.port or (5061 if uri.scheme == "sips" else 5060)
+        return next((r for r in rules if r.host.lower() == host and r.port == port), None)
+
+    @staticmethod
+    def _target_text(uri: SipUri) -> str:
+        """What patterns see: scheme, user, host and port, without parameters or headers."""
+        port = uri.port or (5061 if uri.scheme == "sips" else 5060)
+        user = f"{uri.user}@" if uri.user else ""
+        return f"{uri.scheme}:{user}{uri.host}:{port}"
+
+    def _admit(self, uri: SipUri, trunk: str | None) -> tuple[int | None, str | None]:
+        """(ticket, daily cap this dial filled) for an allowed dial; DialDenied otherwise."""
+        if self.dial_policy is None:
+            return None, None
+        rules = self._rules_for(uri, trunk)
+        decision = self.dial_policy.admit(self._target_text(uri), uri.user_decoded, rules, self._now())
+        if not decision.allowed:
+            self._warn_denied(decision.reason, decision.detail, decision.trunk)
+            for listener in self.dial_listeners:
+                listener("denied", decision.reason, decision.trunk)
+            raise DialDenied(decision.reason, decision.detail)
+        if decision.cap_reached is not None:
+            log.warning("outbound daily cap reached", extra={"scope": decision.cap_reached})
+            for listener in self.dial_listeners:
+                listener("daily_cap_reached", decision.cap_reached, decision.trunk)
+        return decision.ticket, decision.cap_reached
+
+    def _release(self, ticket: int | None) -> None:
+        if self.dial_policy is not None:
+            self.dial_policy.release(ticket)
+
+    def _warn_denied(self, reason: str, detail: str, trunk: str | None) -> None:
+        self._denied_unlogged += 1
+        now = time.monotonic()
+        if now - self._denied_logged_at >= DIAL_DENIED_LOG_INTERVAL_S:
+            log.warning("outbound call refused by policy: %s (%d refused since the last warning)", detail,
+                        self._denied_unlogged, extra={"reason": reason, "trunk": trunk})
+            self._denied_logged_at, self._denied_unlogged = now, 0
+
+    def _refer_policy(self, session: InviteSession, target: object) -> tuple[int, str] | None:
+        """Asked by the UA core before it answers a REFER: None lets it through (202), else 403.
+
+        A REFER makes us dial: only targets the call's inbound trunk lists, only once per
+        dialog, and only where the outbound policy would let us dial anyway."""
+        call: Call | None = getattr(session, "app", None)
+        if self.on_refer is not None:
+            return None  # a client noting transfers, not dialling them
+        if call is None:
+            return 403, "Forbidden"
+        if call.id in self._refers_seen:
+            call.log_event("refer_denied", reason="second_refer")
+            return 403, "One Transfer Per Call"
+        self._refers_seen.add(call.id)
+        uri = getattr(target, "uri", None)
+        if not isinstance(uri, SipUri):
+            call.log_event("refer_denied", reason="not_sip")
+            return 403, "Forbidden"
+        text = self._target_text(uri)
+        inbound = next((t for t in self.trunks.trunks if t.name == call.trunk), None)
+        rules = self._rules_for(uri, None)
+        patterns = inbound.transfer_targets if inbound is not None and call.direction == "inbound" else ()
+        if not transfer_allowed(text, uri.user_decoded, patterns, rules.home_country if rules else "+1"):
+            call.log_event("refer_denied", reason="not_a_transfer_target", target=text)
+            self._warn_denied("refer_target", f"REFER to {text} is not a transfer target", call.trunk)
+            for listener in self.dial_listeners:
+                listener("denied", "refer_target", call.trunk)
+            return 403, "Forbidden"
+        if self.dial_policy is not None:
+            reason, detail = self.dial_policy.verdict(text, uri.user_decoded, rules)
+            if reason != "ok":
+                call.log_event("refer_denied", reason=reason, target=text)
+                self._warn_denied(reason, detail, rules.name if rules else None)
+                for listener in self.dial_listeners:
+                    listener("denied", reason, rules.name if rules else None)
+                return 403, "Forbidden"
+        return None
 
     async def _outbound_answered(self, call: Call, event: ev.CallAnswered) -> None:
         socket: RtpSocket = call.leg.pending_socket
         call.leg.pending_socket = None
         try:
             answer = apply_answer(call.leg.offer, parse_sdp(event.response.body))
-        except SdpError as exc:
+            srtp_mode, keys = self._srtp_offers.pop(call.id, (srtp_policy.OFF, []))
+            socket.srtp = srtp_policy.secure_offer_answered(keys, srtp_mode, answer)
+        except (SdpError, srtp_policy.SrtpRefused) as exc:
             log.warning("bad SDP answer on %s: %s", call.sip_call_id, exc)
             socket.close()
             self._hangup_leg(call, "error")
             return
         call.leg.sdp_session_id = call.leg.offer.origin.sess_id
         call.leg.stream = self._open_stream(call, socket, answer)
+        call.leg.stream.confirm_remote()  # the callee's own answer to our INVITE
         call.answered_at = time.time()
         self._start_media(call)
         self._set_status(call, CallStatus.ACTIVE)
@@ -356,6 +563,10 @@ class CallManager:
             return
         try:
             new_call = await self.dial(target)
+        except DialDenied as exc:  # a cap filled since the REFER was accepted
+            call.log_event("refer_denied", reason=exc.reason, target=target)
+            self._act(lambda now: self.ua.notify_refer(session, 403, "Forbidden", now))
+            return
         except (ValueError, OSError) as exc:
             log.warning("cannot dial REFER target %s: %s", target, exc)
             self._act(lambda now: self.ua.notify_refer(session, 503, "Service Unavailable", now))
@@ -382,18 +593,25 @@ class CallManager:
             ptime_ms=answer.ptime or 20, cn_payload_type=answer.comfort_noise_pt or 13,
             inband_dtmf=inband_wanted(self.media.dtmf_inband, answer.telephone_event_pt is not None),
             cname=f"callbridge@{self.media_host}", on_dtmf=lambda event: self._on_dtmf(call, event))
-        if self.media.recordings_dir is not None:
-            try:
-                stream.recorder = CallRecorder(self.media.recordings_dir / f"{call.id}.wav", stream.sample_rate,
-                                               io=self.media.recording_io)
-                call.recording = str(stream.recorder.path)
-            except OSError as exc:
-                # A full or read-only disk loses the recording, never the call.
-                log.error("cannot record call %s: %s", call.id, exc)
+        if call.direction != "inbound":
+            self._start_recording(call, stream)  # our 200 came back and we ACKed it: confirmed
         stream.hold_source = self._hold_source(stream.sample_rate)
         if not answer.direction.startswith("send"):
             stream.set_hold("remote")
         return stream
+
+    def _start_recording(self, call: Call, stream: AudioStream) -> None:
+        """Record from the moment the call is confirmed (an inbound call's ACK), not from the INVITE:
+        a flood of INVITEs that are never ACKed then leaves no files behind."""
+        if self.media.recordings_dir is None or stream.recorder is not None:
+            return
+        try:
+            stream.recorder = CallRecorder(self.media.recordings_dir / f"{call.id}.wav", stream.sample_rate,
+                                           io=self.media.recording_io)
+            call.recording = str(stream.recorder.path)
+        except OSError as exc:
+            # A full or read-only disk loses the recording, never the call.
+            log.error("cannot record call %s: %s", call.id, exc)
 
     def _hold_source(self, sample_rate: int) -> Source:
         cached = self._hold_music.get(sample_rate)
@@ -436,10 +654,12 @@ class CallManager:
             raise ValueError("the call has no active media")
         stream.set_hold(hold)
         codecs = [(stream.codec_name, stream.payload_type, stream.codec.clock_rate)]
+        proto, crypto = srtp_policy.reoffer_crypto(stream.socket.srtp)  # same keys (RFC 4568 §7.1.4)
         offer = build_offer(self.media_host, stream.socket.port or 0, codecs,
                             session_id=call.leg.sdp_session_id or int(call.created_at),
                             session_version=self._next_sdp_version(),
-                            telephone_event_pt=stream.telephone_event_pt, direction=direction)
+                            telephone_event_pt=stream.telephone_event_pt, direction=direction,
+                            proto=proto, crypto=crypto)
         call.leg.offer = offer
         call.log_event("hold" if hold else "unhold", direction=direction)
         self._act(lambda now: self.ua.reinvite(call.leg.session, offer.encode(), now))
@@ -453,6 +673,7 @@ class CallManager:
         except SdpError as exc:
             log.warning("bad SDP in re-INVITE answer on %s: %s", call.sip_call_id, exc)
             return
+        srtp_policy.reanswered(stream.socket.srtp, answer)
         stream.socket.set_remote(answer.remote_address, answer.remote_port, answer.remote_rtcp_port)
         call.log_event("reanswer", direction=answer.direction)
 
@@ -461,7 +682,16 @@ class CallManager:
         if stream is None:
             return
         stream.start(time.monotonic())
-        self._pacer_handles[id(stream)] = self.pacer.add(stream.tick)
+        dialog = call.leg.session.dialog
+        if call.direction == "inbound" and dialog is not None and not dialog.confirmed:
+            # Nothing may be sent before the ACK anyway (media reflection), and a flood of INVITEs
+            # that are never ACKed must not cost a tick each: the pacer takes the stream at the ACK.
+            return
+        self._tick(stream)
+
+    def _tick(self, stream: AudioStream) -> None:
+        if id(stream) not in self._pacer_handles:
+            self._pacer_handles[id(stream)] = self.pacer.add(stream.tick)
 
     def _stop_media(self, call: Call) -> None:
         stream = call.leg.stream
@@ -509,6 +739,8 @@ class CallManager:
             reason = mapped or "error"
         call.end_reason = reason
         call.ended_at = time.time()
+        self._release(self._dial_tickets.pop(call.id, None))
+        self._srtp_offers.pop(call.id, None)
         self._stop_media(call)
         task = call.app_task
         if task is not None and not task.done() and task is not asyncio.current_task():

@@ -116,6 +116,8 @@ class AudioStream:
         self.local_port = self.socket.port  # kept for the record after the port is released
         self.socket.on_rtp = self._rtp_received
         self.socket.on_rtcp = self._rtcp_received
+        # Only what the SDP negotiated may latch the socket or reach the call.
+        self.socket.set_payload_types((self.payload_type, self.cn_payload_type), (self.telephone_event_pt,))
 
     @property
     def sample_rate(self) -> int:
@@ -152,6 +154,10 @@ class AudioStream:
             self.playback.enqueue_front(PcmSource(dtmf_sequence(digits, self.sample_rate, duration_ms),
                                                   self.sample_rate, label=f"dtmf {digits}"))
 
+    def confirm_remote(self) -> None:
+        """The SDP's address is the peer's own (the ACK came, or it answered our INVITE): media may go there."""
+        self.socket.confirm_remote()
+
     def set_hold(self, hold: str | None) -> None:
         self.hold = hold
         self.sending = hold != "remote"
@@ -166,7 +172,8 @@ class AudioStream:
         for listener in self.audio_listeners:
             listener(heard)
         said = self._silence
-        if self.sending:
+        # Nothing plays to an address nobody confirmed (media reflection); the queue waits for the ACK.
+        if self.sending and self.socket.can_send:
             if self._dtmf_out and self._send_due_events(now):
                 pass  # the event replaces this tick's audio (RFC 4733 §2.5.1.1)
             else:
@@ -314,6 +321,7 @@ class AudioStream:
             "local_port": self.local_port,
             "remote": f"{self.socket.remote[0]}:{self.socket.remote[1]}" if self.socket.remote else None,
             "latched": self.socket.latched,
+            "remote_confirmed": self.socket.confirmed,
             "packets_sent": self.stats.packets_sent,
             "packets_received": self.stats.packets_received,
             "packets_lost": max(0, source.lost) if source is not None else 0,
@@ -322,6 +330,11 @@ class AudioStream:
             "rtcp_sent": self.stats.rtcp_sent,
             "rtcp_received": self.stats.rtcp_received,
             "bad_packets": self.stats.bad_packets,
+            "dropped_packets": self.socket.latch.counters.dropped,
+            "drops": self.socket.latch.counters.as_dict(),
+            # SRTP (RFC 3711) counters when the call is encrypted, else None
+            "srtp": self.socket.srtp.counters.as_dict() | {"suite": self.socket.srtp.local.suite}
+            if self.socket.srtp is not None else None,
             "concealed_frames": self.receiver.frames_concealed,
             "jitter_buffer_ms": round(jitter.target_delay_ms, 1),
             "dtmf_sent": self.stats.dtmf_sent,

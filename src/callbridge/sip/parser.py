@@ -37,6 +37,15 @@ SINGLE_VALUED = ("To", "From", "CSeq", "Call-ID", "Max-Forwards", "Content-Lengt
 # Largest Content-Length we ever accept; bigger claims are hostile or broken.
 MAX_CONTENT_LENGTH = 1 << 20
 MAX_STATUS, MIN_STATUS = 699, 100
+# Header lines per message. Asterisk's chan_sip read at most 64 (SIP_MAX_HEADERS) for years and
+# real traffic fits; 256 leaves room for long proxy chains (MAX_VIAS Via lines plus the rest).
+# Beyond it the message is answered 513 Message Too Large (RFC 3261 §21.5.7) or dropped:
+# thousands of tiny headers cost the parser and every later header lookup linear time each.
+MAX_HEADER_LINES = 256
+# Via entries per message: each proxy adds one and Max-Forwards starts at 70 (RFC 3261 §8.1.1.6,
+# §16.6 step 3), so more than 70 + the originator's cannot be a legitimate path. 483 Too Many
+# Hops (RFC 3261 §21.4.20).
+MAX_VIAS = 71
 
 # The blank line that ends the header section: CRLF CRLF, tolerating bare-LF
 # senders (RFC 3261 §7.5 asks for CRLF but robust receivers accept LF).
@@ -112,6 +121,14 @@ def _unfold(head: str) -> list[str]:
     return lines
 
 
+# The headers a response is routed and matched by, full and compact names (RFC 3261 §7.3.3).
+_RESPONSE_HEADERS = frozenset({"via", "v", "from", "f", "to", "t", "call-id", "i", "cseq"})
+
+
+def _routes(line: str) -> bool:
+    return line.partition(":")[0].strip(WS).lower() in _RESPONSE_HEADERS
+
+
 def parse_message(data: bytes, *, stream: bool = False) -> Message:
     """Parse one message. ``stream`` means the bytes were framed by Content-Length."""
     # RFC 3261 §7.5: ignore CRLFs before the start line (keep-alives).
@@ -129,7 +146,13 @@ def parse_message(data: bytes, *, stream: bool = False) -> Message:
         decode_error = "headers are not valid UTF-8"
     lines = _unfold(head)
     message, start_error = _parse_start_line(lines[0])
-    header_error = _fill_headers(message, lines[1:])
+    if len(lines) > MAX_HEADER_LINES + 1:
+        # Keep what a 513 needs to reach the sender (RFC 3261 §8.2.6.2) from the lines past the cap.
+        kept = lines[1 : MAX_HEADER_LINES + 1] + [line for line in lines[MAX_HEADER_LINES + 1 :] if _routes(line)]
+        _fill_headers(message, kept)
+        header_error = SipParseError(f"more than {MAX_HEADER_LINES} header lines", 513)
+    else:
+        header_error = _fill_headers(message, lines[1:])
     error = start_error or (SipParseError(decode_error) if decode_error else None) or header_error
     try:
         if error is not None:
@@ -260,8 +283,11 @@ def _validate(message: Message) -> None:
     cseq = parse_cseq(headers.get("CSeq") or "")
     parse_name_addr(headers.get("To") or "")
     parse_name_addr(headers.get("From") or "")
-    for raw in headers.get_all("Via"):
-        parse_via_list(raw)
+    via_lines = headers.get_all("Via")
+    if len(via_lines) > MAX_VIAS:  # before parsing them all
+        raise SipParseError(f"more than {MAX_VIAS} Via entries", 483)
+    if sum(len(parse_via_list(raw)) for raw in via_lines) > MAX_VIAS:
+        raise SipParseError(f"more than {MAX_VIAS} Via entries", 483)
     if isinstance(message, Request):
         # RFC 3261 §8.1.1.5: the CSeq method matches the request method
         # (RFC 4475 mismatch01/02; 400 rather than 501 keeps transaction

@@ -31,14 +31,15 @@ import ipaddress
 import logging
 import socket
 import ssl
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from .address import TRANSPORTS, Address
 from .errors import SipParseError
-from .framing import MAX_HEADER_BYTES, StreamFramer
+from .framing import MAX_HEADER_BYTES, FramingError, StreamFramer
+from .ratelimit import LogThrottle as _LogThrottle
+from .ratelimit import TokenBuckets as _TokenBuckets
 from .tls import client_context
 
 logger = logging.getLogger("callbridge.sip.transport")
@@ -64,6 +65,12 @@ MAX_CONNECTIONS = 1024
 # means the peer is gone. (Connections used by a long call without pings or
 # session timers will be closed too; the peer reconnects on its next request.)
 IDLE_TIMEOUT = 300.0
+# A message must be complete this long after its first byte arrived, and an inbound connection
+# must bring its first complete message this long after it opened: Kamailio's tcp_msg_read_timeout
+# and tcp_msg_data_timeout (both 20 s by default). Without them a peer sending one byte every
+# 100 s holds a connection (and its buffer) forever, since each byte resets the idle timer.
+MESSAGE_TIMEOUT = 20.0
+FIRST_MESSAGE_TIMEOUT = 20.0
 # Outbound connects and TLS handshakes; shorter than Timer B/F (32 s) so the
 # transaction still has time to report the failure (RFC 3261 §17.1.1.2).
 CONNECT_TIMEOUT = 10.0
@@ -102,6 +109,8 @@ class TransportLimits:
     max_connections_per_ip: int = MAX_CONNECTIONS_PER_IP
     max_connections: int = MAX_CONNECTIONS
     idle_timeout: float | None = IDLE_TIMEOUT  # None or 0 disables
+    message_timeout: float | None = MESSAGE_TIMEOUT  # None or 0 disables
+    first_message_timeout: float | None = FIRST_MESSAGE_TIMEOUT  # inbound only; None or 0 disables
     connect_timeout: float = CONNECT_TIMEOUT
     tls_handshake_timeout: float = TLS_HANDSHAKE_TIMEOUT
     rate_limit: float | None = RATE_LIMIT  # messages/s per source IP; None or 0 disables
@@ -127,56 +136,6 @@ def _is_ip(host: str) -> bool:
     except ValueError:
         return False
     return True
-
-
-class _TokenBuckets:
-    """Per-key token bucket with LRU eviction so memory stays bounded."""
-
-    def __init__(self, rate: float, burst: float, max_keys: int) -> None:
-        self._rate = rate
-        self._burst = burst
-        self._max_keys = max_keys
-        self._buckets: OrderedDict[str, list[float]] = OrderedDict()
-
-    def allow(self, key: str, now: float) -> bool:
-        bucket = self._buckets.get(key)
-        if bucket is None:
-            if len(self._buckets) >= self._max_keys:
-                self._buckets.popitem(last=False)
-            bucket = self._buckets[key] = [self._burst, now]
-        else:
-            self._buckets.move_to_end(key)
-            bucket[0] = min(self._burst, bucket[0] + (now - bucket[1]) * self._rate)
-            bucket[1] = now
-        if bucket[0] >= 1.0:
-            bucket[0] -= 1.0
-            return True
-        return False
-
-
-class _LogThrottle:
-    """Say at most one thing per (reason, source) per interval; count the rest."""
-
-    def __init__(self, interval: float, max_keys: int) -> None:
-        self._interval = interval
-        self._max_keys = max_keys
-        self._entries: OrderedDict[tuple[str, str], list[float]] = OrderedDict()
-
-    def check(self, key: tuple[str, str], now: float) -> int | None:
-        """Return how many were suppressed since the last log, or None to stay quiet."""
-        entry = self._entries.get(key)
-        if entry is None:
-            if len(self._entries) >= self._max_keys:
-                self._entries.popitem(last=False)
-            self._entries[key] = [now, 0]
-            return 0
-        self._entries.move_to_end(key)
-        if now - entry[0] >= self._interval:
-            suppressed = int(entry[1])
-            entry[0], entry[1] = now, 0
-            return suppressed
-        entry[1] += 1
-        return None
 
 
 class _UdpProtocol(asyncio.DatagramProtocol):
@@ -235,6 +194,12 @@ class _Stream(asyncio.Protocol):
         self._crlf_pairs = 0
         self._last_activity = self._loop.time()
         self._idle_handle: asyncio.TimerHandle | None = None
+        # When the first byte of the message being framed arrived (None: between messages), and
+        # whether any complete message arrived yet: the slow-drip deadlines.
+        self._message_started: float | None = None
+        self._delivered_any = False
+        self._deadline_handle: asyncio.TimerHandle | None = None
+        self._open_time: float | None = None
         self.done: asyncio.Future[None] = self._loop.create_future()
 
     # -- asyncio callbacks -------------------------------------------------
@@ -315,10 +280,14 @@ class _Stream(asyncio.Protocol):
 
     def _opened(self) -> None:
         self.state = "open"
+        self._open_time = self._loop.time()
         self._touch()
         timeout = self._limits.idle_timeout
         if timeout:
             self._idle_handle = self._loop.call_later(timeout, self._check_idle)
+        first = self._limits.first_message_timeout
+        if self.inbound and first:
+            self._deadline_handle = self._loop.call_later(first, self._check_deadline)
         pending, self._pending, self._pending_size = self._pending, [], 0
         for chunk in pending:
             if self.state != "open":
@@ -336,6 +305,38 @@ class _Stream(asyncio.Protocol):
             return
         logger.info("closing idle connection %s", self.peer, extra=_extra(self.peer))
         self.close()
+
+    def _check_deadline(self) -> None:
+        """Close a connection whose message (or first message) is overdue: a slow-drip peer."""
+        self._deadline_handle = None
+        if self.state != "open":
+            return
+        now = self._loop.time()
+        due: float | None = None
+        if self._message_started is not None and self._limits.message_timeout:
+            due = self._message_started + self._limits.message_timeout
+        first = self._limits.first_message_timeout
+        if self.inbound and not self._delivered_any and first and self._open_time is not None:
+            first_due = self._open_time + first
+            due = first_due if due is None else min(due, first_due)
+        if due is None:
+            return
+        if now < due:
+            self._deadline_handle = self._loop.call_later(due - now, self._check_deadline)
+            return
+        self._owner._warn("slow-message", self.peer, "closing %s: no complete message in time (%d bytes buffered)",
+                          self.peer, self._framer.buffered)
+        self.abort()
+
+    def _track_message(self) -> None:
+        """Start (or stop) the message deadline as a partial message appears in (or leaves) the buffer."""
+        if self._framer.buffered == 0:
+            self._message_started = None
+            return
+        if self._message_started is None:
+            self._message_started = self._loop.time()
+            if self._limits.message_timeout and self._deadline_handle is None:
+                self._deadline_handle = self._loop.call_later(self._limits.message_timeout, self._check_deadline)
 
     @property
     def usable(self) -> bool:
@@ -371,9 +372,10 @@ class _Stream(asyncio.Protocol):
         if self.state == "closed":
             return
         self.state = "closed"
-        if self._idle_handle is not None:
-            self._idle_handle.cancel()
-            self._idle_handle = None
+        for handle in (self._idle_handle, self._deadline_handle):
+            if handle is not None:
+                handle.cancel()
+        self._idle_handle = self._deadline_handle = None
         self._pending.clear()
         self._early.clear()
         self._owner._forget(self)
@@ -421,8 +423,10 @@ class _Stream(asyncio.Protocol):
         before = self._framer.buffered
         try:
             messages = self._framer.feed(data)
-        except SipParseError as exc:
-            self._owner._stream_error(self, exc)
+        except FramingError as exc:
+            self._pass_up(exc.messages)  # framed intact ahead of the broken part
+            if self.state == "open":
+                self._owner._stream_error(self, exc)
             return
         # The framer silently drops CRLF pairs between messages. Count them:
         # each "\r\n\r\n" is an RFC 5626 §3.5.1 ping that wants a "\r\n" pong.
@@ -434,6 +438,13 @@ class _Stream(asyncio.Protocol):
                 assert self.peer is not None
                 if self._owner._allow(self.peer):
                     self.write(b"\r\n")
+        if messages:
+            self._delivered_any = True
+            self._message_started = None  # what is left (if anything) is a new message
+        self._track_message()
+        self._pass_up(messages)
+
+    def _pass_up(self, messages: list[bytes]) -> None:
         for message in messages:
             if self.state != "open":  # the owner closed us from a callback
                 break

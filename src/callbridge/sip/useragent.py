@@ -10,6 +10,7 @@ out of :meth:`UserAgent.next_event`, and one timer is driven through
 from __future__ import annotations
 
 import logging
+import re
 import secrets
 from collections import deque
 from collections.abc import Callable
@@ -20,10 +21,21 @@ from . import events as ev
 from .address import Address, address_for_uri
 from .bodies import dtmf_relay_body, parse_dtmf_info, parse_sipfrag_status, sipfrag
 from .dialog import Dialog, new_branch, new_call_id, new_tag
-from .digest import DigestError, DigestVerifier, VerifyStatus, build_authorization, choose_challenge
+from .digest import (
+    DigestError,
+    DigestVerifier,
+    VerifyStatus,
+    build_authorization,
+    choose_challenge,
+    parse_credentials,
+)
 from .errors import SipParseError
+from .guard import AuthGuard, GuardPolicy, Verdict
 from .message import Request, Response, make_response
 from .parser import PartialRequest, parse_message
+from .ratelimit import NEW_REQUESTS_BURST, NEW_REQUESTS_PER_SOURCE, RETRY_AFTER_SECONDS, LogThrottle, NewDialogLimiter
+from .ratelimit import Verdict as Admission
+from .ratelimit import new_dialog_method
 from .registration import Registration, RegistrationEvent
 from .session import InviteSession, ReliableProvisional, SessionState
 from .session_timer import (
@@ -57,6 +69,16 @@ PRACK_TIMEOUT_T1 = 64
 MAX_AUTH_ATTEMPTS = 2
 # RFC 3515 §2.4.7: implicit subscription lifetime we advertise in NOTIFYs.
 REFER_SUBSCRIPTION_SECONDS = 60
+# Our product token in User-Agent (requests) and Server (responses). RFC 3261 §20.35/§20.41:
+# a version helps attackers pick known holes, so it SHOULD be configurable; ours has none by default.
+DEFAULT_PRODUCT = "callbridge"
+# A To header with a tag (full or compact form, RFC 3261 §7.3.3): the request belongs to a dialog.
+# Read from the raw bytes, because parsing costs ~50x more and a banned flood must stay cheap.
+_TO_TAG = re.compile(rb"\n(?:to|t)[ \t]*:[^\r\n]*;[ \t]*tag[ \t]*=", re.IGNORECASE)
+# Live server transactions beyond which new requests get 503 (RFC 3261 §21.5.4). Each one lives
+# ~32 s (Timer H/J = 64·T1), so 20,000 is ~600 new requests/s sustained: twice what one process
+# sets up (docs/BENCHMARKS.md), and ~40 MB of requests held at most.
+MAX_SERVER_TRANSACTIONS = 20_000
 
 
 @dataclass(slots=True)
@@ -72,11 +94,17 @@ class UserAgentConfig:
     host: str = "127.0.0.1"
     ports: dict[str, int] = field(default_factory=lambda: {"udp": 5060})
     user: str = "callbridge"
-    user_agent: str = "callbridge/0.1"
+    user_agent: str = DEFAULT_PRODUCT
     min_se: int = MIN_SE_FLOOR
     session_expires: int = DEFAULT_SESSION_EXPIRES
     use_100rel: str = "supported"  # "required" peers always get it; "supported" uses it when offered
     t1: float = 0.5
+    # Back-off and ban for failed digest logins; None turns the guard off.
+    auth_guard: GuardPolicy | None = field(default_factory=GuardPolicy)
+    # Dialog-creating requests per second per source IP (sip/ratelimit.py); None or 0: no limit.
+    new_requests_per_source: float | None = NEW_REQUESTS_PER_SOURCE
+    new_requests_burst: float = NEW_REQUESTS_BURST
+    max_server_transactions: int = MAX_SERVER_TRANSACTIONS
 
 
 class UserAgent:
@@ -88,6 +116,18 @@ class UserAgent:
         self._outbox: list[tuple[bytes, Any]] = []
         # Decides per request whether credentials are required (trunk policy).
         self.inbound_auth: Callable[[Request, Any], InboundAuth | None] = lambda request, source: None
+        # Whether an incoming REFER may go ahead: None accepts (202), else (status, reason) refuses it.
+        self.refer_policy: Callable[[InviteSession, Any], tuple[int, str] | None] = lambda session, target: None
+        # Counts failed digest answers per source and username: back-off, then ban (sip/guard.py).
+        self.guard: AuthGuard | None = AuthGuard(self.config.auth_guard) if self.config.auth_guard else None
+        # Sheds floods of new requests per source before they are parsed (sip/ratelimit.py).
+        rate = self.config.new_requests_per_source
+        self.limiter: NewDialogLimiter | None = NewDialogLimiter(rate, self.config.new_requests_burst) if rate else None
+        # Sources the per-source limit spares: carriers listed by address (the call layer's trunks).
+        self.rate_exempt: Callable[[str], bool] = lambda host: False
+        self.overload_rejected = 0  # new requests answered 503 because max_server_transactions was reached
+        # Bad input is logged once per source and kind per interval, with a count (never per message).
+        self._log_throttle = LogThrottle()
         # Outbound registrations (RFC 3261 §10) this UA keeps alive, and who hears of their changes.
         self.registrations: list[Registration] = []
         self.on_registration_event: Callable[[RegistrationEvent], None] = lambda event: None
@@ -96,13 +136,17 @@ class UserAgent:
 
     def receive(self, data: bytes, source: Any, now: float) -> None:
         """Feed one datagram or one framed stream message. Never raises."""
+        if self.guard is not None and self._from_banned_source(data, source, now):
+            return
+        if self._shed(data, source, now):
+            return
         try:
             message = parse_message(data, stream=getattr(source, "transport", "udp") != "udp")
         except PartialRequest as exc:
-            self._reject_malformed(exc, source)
+            self._reject_malformed(exc, source, now)
             return
         except SipParseError as exc:
-            log.warning("dropped unparseable message from %s: %s", source, exc.reason)
+            self._warn_source("unparseable", source, now, "dropped unparseable message from %s: %s", source, exc.reason)
             return
         try:
             if isinstance(message, Request):
@@ -114,9 +158,9 @@ class UserAgent:
         except SipParseError as exc:
             # A header the core needed turned out unusable: answer if we can.
             if isinstance(message, Request):
-                self._reject_malformed(PartialRequest(exc.reason, exc.status, message), source)
+                self._reject_malformed(PartialRequest(exc.reason, exc.status, message), source, now)
             else:
-                log.warning("dropped response from %s: %s", source, exc.reason)
+                self._warn_source("bad-response", source, now, "dropped response from %s: %s", source, exc.reason)
         except Exception:  # noqa: BLE001 - one bad message must never stop the endpoint
             log.exception("error handling message from %s", source)
 
@@ -156,25 +200,77 @@ class UserAgent:
         port = self.config.ports.get(transport) or next(iter(self.config.ports.values()))
         return Via(transport=transport.upper(), host=self.config.host, port=port, params={"branch": new_branch(), "rport": None})
 
-    def local_contact(self, transport: str, user: str | None = None) -> NameAddr:
+    def local_contact(self, transport: str, user: str | None = None, *, sips: bool | None = None) -> NameAddr:
         port = self.config.ports.get(transport) or next(iter(self.config.ports.values()))
         params = {} if transport == "udp" else {"transport": transport}
+        secure = transport == "tls" if sips is None else sips
         uri = SipUri(host=self.config.host, user=user or self.config.user, port=port,
-                     scheme="sips" if transport == "tls" else "sip", params=params)
+                     scheme="sips" if secure else "sip", params=params)
         return NameAddr(uri)
 
-    def _common_headers(self) -> list[tuple[str, str]]:
+    def _common_headers(self, *, response: bool = False) -> list[tuple[str, str]]:
+        # RFC 3261 §20.35 / §20.41: a response names us in Server, a request in User-Agent.
         return [
             ("Allow", ", ".join(ALLOWED_METHODS)),
             ("Supported", ", ".join(sorted(SUPPORTED_OPTIONS))),
-            ("User-Agent", self.config.user_agent),
+            ("Server" if response else "User-Agent", self.config.user_agent),
         ]
 
     # -- inbound requests -----------------------------------------------------------
 
-    def _reject_malformed(self, exc: PartialRequest, source: Any) -> None:
+    def _shed(self, data: bytes, source: Any, now: float) -> bool:
+        """Load shedding on the raw bytes, before the parser (~50x the cost of this peek).
+
+        A request that would create state (no To tag; not ACK/CANCEL) counts against its
+        source's rate: over it, a few get 503 with Retry-After and the rest are dropped. With
+        too many transactions alive, every new request gets 503 (RFC 3261 §21.5.4).
+        """
+        method = new_dialog_method(data)
+        if method is None:
+            return False
+        host = getattr(source, "host", "")
+        if self.limiter is not None and not self.rate_exempt(host):
+            verdict = self.limiter.check(host, now)
+            if verdict is Admission.DROP:
+                self._warn_source("rate", source, now, "new-request rate exceeded by %s: dropped", host)
+                return True
+            if verdict is Admission.REJECT:
+                self._warn_source("rate", source, now, "new-request rate exceeded by %s: 503", host)
+                self._answer_overloaded(data, source)
+                return True
+        if self.transactions.counts[0] >= self.config.max_server_transactions:
+            self.overload_rejected += 1
+            self._warn_source("overload", source, now, "%d transactions alive: 503 to %s", self.transactions.counts[0],
+                              host)
+            self._answer_overloaded(data, source)
+            return True
+        return False
+
+    def _answer_overloaded(self, data: bytes, source: Any) -> None:
+        """503 + Retry-After, statelessly (no transaction is kept for a shed request)."""
+        try:
+            request = parse_message(data, stream=getattr(source, "transport", "udp") != "udp")
+        except SipParseError:
+            return
+        if not isinstance(request, Request):
+            return
+        stamp_received(request, source)
+        response = make_response(request, 503, to_tag=new_tag(), headers=[("Retry-After", str(RETRY_AFTER_SECONDS))])
+        self.transactions.send_stateless(response, source)
+
+    def _warn_source(self, kind: str, source: Any, now: float, msg: str, *args: object) -> None:
+        """One line per source and kind per interval, saying how many more there were."""
+        suppressed = self._log_throttle.check((kind, getattr(source, "host", str(source))), now)
+        if suppressed is None:
+            return
+        if suppressed:
+            msg += " (and %d more since the last line)"
+            args = (*args, suppressed)
+        log.warning(msg, *args)
+
+    def _reject_malformed(self, exc: PartialRequest, source: Any, now: float = 0.0) -> None:
         request = exc.partial
-        log.warning("malformed %s from %s: %s", request.method, source, exc.reason)
+        self._warn_source("malformed", source, now, "malformed %s from %s: %s", request.method, source, exc.reason)
         if request.method == "ACK":
             return  # RFC 3261 §17: never respond to an ACK
         if not exc.respondable:
@@ -233,9 +329,24 @@ class UserAgent:
             self._on_new_invite(tx, event.source, now)
         elif method == "OPTIONS":
             # RFC 3261 §11.2: capabilities; also serves as a keep-alive ping.
-            self._respond(tx, 200, now, to_tag=new_tag(), headers=self._common_headers() + [("Accept", ACCEPTED_TYPES)])
+            self._respond(tx, 200, now, to_tag=new_tag(),
+                          headers=self._common_headers(response=True) + [("Accept", ACCEPTED_TYPES)])
         elif method in ("BYE", "INFO", "UPDATE", "PRACK", "REFER", "NOTIFY"):
             self._respond(tx, 481, now)  # needs a dialog (RFC 3261 §12.2.2)
+
+    def _from_banned_source(self, data: bytes, source: Any, now: float) -> bool:
+        """A banned source's new requests get no answer at all, unparsed (sip/guard.py).
+
+        Responses, ACKs and requests inside a dialog (To tag) still pass: a call
+        set up before the ban ends normally, and an ACK only absorbs our last answer.
+        """
+        guard = self.guard
+        if guard is None or not guard.source_banned(getattr(source, "host", ""), now):
+            return False
+        if data.startswith((b"SIP/2.0 ", b"ACK ")) or _TO_TAG.search(data):
+            return False
+        guard.record_dropped()
+        return True
 
     def _authorised(self, tx: ServerTransaction, source: Any, now: float) -> bool:
         request = tx.request
@@ -246,16 +357,45 @@ class UserAgent:
         if header is None:
             self._challenge(tx, policy, now, stale=False)
             return False
-        result = policy.verifier.verify(header, method=request.method, password_lookup=policy.password_lookup, now=now)
+        host = getattr(source, "host", "")
+        credentials, problem = None, ""
+        try:
+            credentials = parse_credentials(header)
+        except DigestError as exc:
+            problem = str(exc)
+        username = credentials.username if credentials is not None else None
+        verdict = self.guard.check(host, username, now) if self.guard is not None else Verdict.VERIFY
+        if verdict is Verdict.DROP:
+            # A banned source's request that looked in-dialog to the raw filter: a cheap 403 ends it.
+            verdict = Verdict.REFUSE
+        if verdict is Verdict.REFUSE:
+            # Backing off: 403 without looking, so the right password earns nothing either.
+            self._fail_auth(tx, host, username, "backing off", now, refused=True)
+            return False
+        if credentials is None:
+            self._fail_auth(tx, host, None, problem, now)
+            return False
+        result = policy.verifier.verify(credentials, method=request.method, password_lookup=policy.password_lookup,
+                                        now=now)
         if result.ok:
+            if self.guard is not None:
+                self.guard.record_success(host, username, now)
             return True
         if result.status in (VerifyStatus.STALE, VerifyStatus.WRONG_REALM):
             self._challenge(tx, policy, now, stale=result.status is VerifyStatus.STALE)
             return False
-        self._events.append(ev.AuthFailed(request, result.username, result.reason))
-        log.warning("auth failed for %r from %s: %s", result.username, source, result.reason)
-        self._respond(tx, 403, now)
+        self._fail_auth(tx, host, result.username, result.reason, now)
         return False
+
+    def _fail_auth(self, tx: ServerTransaction, host: str, username: str | None, reason: str, now: float, *,
+                   refused: bool = False) -> None:
+        self._events.append(ev.AuthFailed(tx.request, username, reason))
+        if self.guard is not None:
+            self.guard.record_failure(host, username, now, refused=refused)
+        if not refused:
+            # At most failures_before_ban lines per source and window: the guard throttles the log too.
+            log.warning("auth failed for %r from %s: %s", username, host, reason)
+        self._respond(tx, 403, now)
 
     def _challenge(self, tx: ServerTransaction, policy: InboundAuth, now: float, *, stale: bool) -> None:
         headers = [("WWW-Authenticate", value) for value in policy.verifier.challenges(now, stale=stale)]
@@ -311,7 +451,7 @@ class UserAgent:
             "REFER": self._on_refer,
             "NOTIFY": self._on_notify,
             "PRACK": self._on_prack,
-            "OPTIONS": lambda s, t, n: self._respond(t, 200, n, headers=self._common_headers()),
+            "OPTIONS": lambda s, t, n: self._respond(t, 200, n, headers=self._common_headers(response=True)),
         }.get(request.method)
         if handler is not None:
             handler(session, tx, now)
@@ -396,6 +536,11 @@ class UserAgent:
             target = parse_name_addr(refer_to)
         except SipParseError:
             self._respond(tx, 400, now, reason="Bad Refer-To")
+            return
+        # Decided before the 202 (RFC 3515 §2.4.2): a transfer dials out, so policy says no with 403.
+        refusal = self.refer_policy(session, target)
+        if refusal is not None:
+            self._respond(tx, refusal[0], now, reason=refusal[1])
             return
         self._respond(tx, 202, now)  # RFC 3515 §2.4.2
         session.incoming_refer_active = True
@@ -485,14 +630,23 @@ class UserAgent:
         self._respond(tx, status, now)
 
     def _answer_headers(self, session: InviteSession, request: Request) -> list[tuple[str, str]]:
-        headers = [("Contact", str(self._contact_for(session)))] + self._common_headers()
+        headers = [("Contact", str(self._contact_for(session)))] + self._common_headers(response=True)
         if session.timer is not None:
             headers += response_headers(session.timer, request)
         return headers
 
     def _contact_for(self, session: InviteSession) -> NameAddr:
         transport = getattr(session.source or session.destination, "transport", "udp")
-        return self.local_contact(transport)
+        invite = session.invite if session.source is not None else None
+        if invite is None or transport != "tls":
+            return self.local_contact(transport)
+        # RFC 3261 §12.1.1: our Contact is a SIPS URI when the caller's Request-URI, or its top
+        # Record-Route (else its Contact), was one; a sip:...;transport=tls caller gets sip: back
+        # (some stacks, e.g. libre in baresip 1.0, cannot send to a sips: target and drop the call).
+        route = (invite.headers.get_all("Record-Route") or invite.headers.get_all("Contact") or [""])[0]
+        sips = getattr(invite.uri, "scheme", "") == "sips" or route.lstrip(' "<').lower().startswith("sips:") \
+            or "<sips:" in route.lower()
+        return self.local_contact(transport, sips=sips)
 
     # -- session timers (RFC 4028) and 100rel retransmits ------------------------------
 
@@ -832,7 +986,8 @@ class UserAgent:
             return
         if event.reason == "no-ack":
             # RFC 3261 §13.3.1.4: no ACK for our 2xx → end the dialog with BYE.
-            log.warning("no ACK for 2xx on %s", session.call_id)
+            self._warn_source("no-ack", session.source, now, "no ACK for 2xx from %s (last: %s)", session.source,
+                              session.call_id)
             self._send_in_dialog(session, "BYE", now)
             self._terminate(session, "no_ack")
             self._events.append(ev.CallEnded(session, "no_ack"))

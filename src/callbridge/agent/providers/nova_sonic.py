@@ -45,6 +45,7 @@ from callbridge.agent.providers.nova_events import (
     NovaOutput,
     PromptSettings,
     classify_error,
+    decode_output_event,
     error_event,
 )
 from callbridge.agent.realtime import (AgentAudio, AgentEvent, HistoryLimits, ProviderError, SessionSetup,
@@ -295,9 +296,8 @@ class NovaSonicBackend:
                 if not isinstance(item, InvokeModelWithBidirectionalStreamOutputChunk):
                     log.warning("unexpected Nova Sonic output %r", type(item).__name__)
                     continue
-                try:
-                    event = json.loads(item.value.bytes_ or b"{}")
-                except ValueError:
+                event = decode_output_event(item.value.bytes_)
+                if event is None:
                     log.warning("undecodable Nova Sonic event dropped")
                     continue
                 for agent_event in self._output.feed(event):
