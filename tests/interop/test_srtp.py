@@ -240,6 +240,8 @@ def test_we_dial_baresip_over_tls_with_srtp_required(server_factory, tmp_path, m
             server.wait_for(lambda: sum(e["type"] == "reanswer" for e in server.get(path)["events"])
                             == (1 if action == "hold" else 2), what=f"the {action} re-INVITE answered")
             time.sleep(1.0)
+        after_unhold = server.get(path)["media"]["packets_received"]
+        time.sleep(1.0)
         server.post(f"{path}/hangup", {})
         call = server.wait_for(lambda: (c := server.get(path))["status"] == "hangup" and c, what="the hangup")
     finally:
@@ -249,8 +251,9 @@ def test_we_dial_baresip_over_tls_with_srtp_required(server_factory, tmp_path, m
     assert "failed to decrypt" not in output, output[-3000:]
     srtp = call["media"]["srtp"]
     assert srtp and srtp["auth_failures"] == 0 and srtp["unprotected"] > 100 and srtp["protected"] > 100, srtp
-    # Audio after unhold still decrypts on our side: packets kept arriving up to the hangup.
-    assert call["media"]["packets_received"] > 150, call["media"]
+    # Audio after unhold still decrypts on our side: packets kept arriving up to the hangup
+    # (about 50 in the last second; under load the count varies, so only clearly more than none).
+    assert call["media"]["packets_received"] - after_unhold > 20, (after_unhold, call["media"])
     # What we decrypted, before the hold and after the unhold: the callee's tone at its level.
     recording = server.workdir / "data" / "recordings" / f"{call['id']}.wav"
     server.wait_for(recording.is_file, what="the recording")

@@ -17,19 +17,18 @@ Bodies have their own deadline in the ASGI guard (:mod:`.httpguard`).
 from __future__ import annotations
 
 import functools
-import ipaddress
 from dataclasses import dataclass
 from typing import Any
 
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from ..sip.guard import source_key
 from .httpguard import RefusalLog
 
 DEFAULT_PER_CLIENT = 32
 DEFAULT_TOTAL = 512
 DEFAULT_HEADER_TIMEOUT_S = 10.0
-IPV6_CLIENT_PREFIX = 64  # one subscriber's share of IPv6 addresses (RFC 6177)
 
 
 @dataclass(frozen=True)
@@ -40,17 +39,9 @@ class ConnectionLimits:
 
 
 def client_key(peer: Any) -> str:
-    """What one client's connections are counted under."""
+    """What one client's connections are counted under: its address, an IPv6 /64 as one."""
     host = str(peer[0]) if isinstance(peer, (tuple, list)) and peer else "?"
-    try:
-        address = ipaddress.ip_address(host.split("%", 1)[0])
-    except ValueError:
-        return host  # a Unix socket peer, say
-    if isinstance(address, ipaddress.IPv6Address):
-        if address.ipv4_mapped is not None:
-            return str(address.ipv4_mapped)
-        return str(ipaddress.ip_network(f"{address}/{IPV6_CLIENT_PREFIX}", strict=False))
-    return str(address)
+    return source_key(host)
 
 
 class ConnectionCounter:

@@ -231,31 +231,26 @@ class RtpSocket:
     # -- sending ----------------------------------------------------------------------------------------
 
     def send(self, data: bytes) -> None:
-        remote = self._dest
-        if remote is None or self._rtp is None:
-            return
-        if self.srtp is not None:
-            data = self.srtp.protect(data)
-            if data is None:
-                self.send_drops += 1
-                return
-        try:
-            self._rtp.sendto(data, remote)
-        except OSError:  # buffer full (BlockingIOError) or unreachable: drop, stay real-time
-            self.send_drops += 1
+        srtp = self.srtp
+        self._send(self._rtp, self._dest, data, srtp.protect if srtp is not None else None)
 
     def send_rtcp(self, data: bytes) -> None:
-        remote = self._rtcp_dest
-        if remote is None or self._rtcp is None:
+        srtp = self.srtp
+        self._send(self._rtcp, self._rtcp_dest, data, srtp.protect_rtcp if srtp is not None else None)
+
+    def _send(self, sock: socket.socket | None, remote: Addr | None, data: bytes,
+              protect: Callable[[bytes], bytes | None] | None) -> None:
+        if remote is None or sock is None:
             return
-        if self.srtp is not None:
-            data = self.srtp.protect_rtcp(data)
-            if data is None:
+        if protect is not None:
+            protected = protect(data)
+            if protected is None:
                 self.send_drops += 1
                 return
+            data = protected
         try:
-            self._rtcp.sendto(data, remote)
-        except OSError:
+            sock.sendto(data, remote)
+        except OSError:  # buffer full (BlockingIOError) or unreachable: drop, stay real-time
             self.send_drops += 1
 
     def _close_sockets(self) -> None:

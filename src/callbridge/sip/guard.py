@@ -104,7 +104,7 @@ class Ban:
 def source_key(host: str) -> str:
     """The address a source is counted under: the host, or its /64 for IPv6."""
     try:
-        address = ipaddress.ip_address(host.strip("[]"))
+        address = ipaddress.ip_address(host.strip("[]").split("%", 1)[0])  # no brackets, no zone id
     except ValueError:
         return host
     if isinstance(address, ipaddress.IPv6Address):
