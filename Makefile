@@ -7,7 +7,7 @@ demo:
 
 test:
 	@scripts/setup.sh --test
-	.venv/bin/python -m pytest
+	.venv/bin/python -m pytest --durations=25
 
 bench:
 	@scripts/setup.sh --test
