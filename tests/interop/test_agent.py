@@ -23,7 +23,7 @@ steps:
   - wait_for_prompt: {timeout: 40}
   - press: "1"
   - wait_for_prompt: {timeout: 40}
-  - expect_heard: ["calling about an order", "calling about in order", "about an order", "which order can i check"]
+  - expect_heard: ["calling about an order", "calling about in order", "about an order", "order can i check"]
 """
 
 
