@@ -7,6 +7,8 @@ demo:
 
 test:
 	@scripts/setup.sh --test
+	.venv/bin/ruff check src tests bench
+	.venv/bin/mypy
 	.venv/bin/python -m pytest --durations=25
 
 bench:

@@ -140,7 +140,7 @@ async def one_call(open_backend, turns: int, pattern: Pattern = PATTERNS["chatty
     stream = TimedStream(CALL_RATE)
     stream.start()
     side = CallSide(stream)
-    session = AgentSession(side, open_backend, ToolRegistry(), ToolContext(call_id="bench"), side.transcript)
+    session = AgentSession(side, open_backend, ToolRegistry(), ToolContext(call_id="bench"))
     setup = SessionSetup(instructions="Answer briefly.", language="en-US", voice=None, tools=[])
     task = asyncio.get_running_loop().create_task(session.run(setup))
     await asyncio.sleep(1.0)  # the first session opens
@@ -155,7 +155,7 @@ async def one_call(open_backend, turns: int, pattern: Pattern = PATTERNS["chatty
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
     await stream.stop()
-    renewals = [e for e in side.transcript if e.get("role") == "renewal"]
+    renewals = [e for e in side.entries() if e.get("role") == "renewal"]
     return ends, latencies, renewals
 
 
@@ -242,7 +242,7 @@ async def cpu(kind: str, endpoint: str, calls: int, seconds: float, pattern_name
         gross.append(used)
         missed += lost
         clock.append((await cpu_of(SilentBackend, calls, turns, pattern))[0])
-    provider = [g - c for g, c in zip(gross, clock)]
+    provider = [g - c for g, c in zip(gross, clock, strict=True)]
     return {"provider": kind, "pattern": pattern_name, "calls": calls, "turns": turns, "repeat": repeat,
             "cpu_pct_per_call": statistics.median(gross), "clock_pct_per_call": statistics.median(clock),
             "provider_pct_per_call": statistics.median(provider), "provider_runs": provider, "missed": missed}

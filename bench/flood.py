@@ -40,7 +40,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from harness import free_port, get_json, rss_bytes, start_server, stop_process
+from harness import get_json, rss_bytes, start_server, stop_process
 
 FRAME_S = 0.020
 SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)  # Linux; SCM_TIMESTAMPNS has the same value
@@ -173,7 +173,7 @@ class LiveCalls:
         for c in self.calls:
             times = [t for t in c.received if since <= t <= until]
             got += len(times)
-            gaps += [b - a for a, b in zip(times, times[1:])]
+            gaps += [b - a for a, b in zip(times, times[1:], strict=False)]
         gaps.sort()
         p99 = gaps[int(len(gaps) * 0.99)] * 1000 if gaps else float("inf")
         return 100.0 * got / expected if expected else 0.0, p99
@@ -202,7 +202,8 @@ def flood(sip_port: int, rate: float, seconds: float) -> None:
         while sent < due:
             call_id = f"flood-{sent}-{os.getpid()}"
             try:
-                sock.sendto(invite(sip_port, FLOOD_HOST, local_port, call_id, 40000, f"f{sent}"), ("127.0.0.1", sip_port))
+                sock.sendto(invite(sip_port, FLOOD_HOST, local_port, call_id, 40000, f"f{sent}"),
+                            ("127.0.0.1", sip_port))
             except BlockingIOError:
                 pass
             sent += 1
@@ -331,7 +332,8 @@ def table(results: list[Result]) -> str:
     for r in results:
         responses = ", ".join(f"{k}:{v}" for k, v in sorted(r.flood_responses.items()))
         rows.append(f"| {r.label} | {r.flood_rate:.0f}/s x {r.flood_seconds:.0f} s | {r.flood_sent} | {responses} | "
-                    f"{r.audio_percent:.1f} | {r.p99_gap_ms:.1f} ({r.baseline_p99_gap_ms:.1f}) | {r.rss_before_mb:.0f}/{r.rss_peak_mb:.0f}/"
+                    f"{r.audio_percent:.1f} | {r.p99_gap_ms:.1f} ({r.baseline_p99_gap_ms:.1f}) | "
+                    f"{r.rss_before_mb:.0f}/{r.rss_peak_mb:.0f}/"
                     f"{r.rss_after_mb:.0f} | {r.active_after_flood} ({r.settle_seconds:.0f}) | "
                     f"{r.recordings_left} ({r.recordings_mb:.1f}) | {r.log_lines_during_flood} | "
                     f"{'PASS' if r.passed else 'FAIL'} |")

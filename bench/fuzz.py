@@ -105,7 +105,8 @@ def table(results: list[Result]) -> str:
     rows = [head, "|---|---:|---:|---:|---:|---:|---|"]
     for r in results:
         crashes = str(len(r.crashes)) + (f" ({'; '.join(r.crashes)})" if r.crashes else "")
-        rows.append(f"| {r.target} | {r.inputs:,} | {r.execs_per_second:,.0f} | {r.edges if r.edges is not None else '-'}"
+        rows.append(f"| {r.target} | {r.inputs:,} | {r.execs_per_second:,.0f} "
+                    f"| {r.edges if r.edges is not None else '-'}"
                     f" | {r.features if r.features is not None else '-'} | {r.corpus if r.corpus is not None else '-'}"
                     f" | {crashes} |")
     return "\n".join(rows)

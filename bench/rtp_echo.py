@@ -280,7 +280,7 @@ def analyse(packets: Packets, media_port: int, port_min: int, port_max: int, cal
     stalls = []
     if len(late_at):
         cuts = np.flatnonzero(np.diff(late_at) > 0.1) + 1
-        for chunk_at, chunk_gap in zip(np.split(late_at, cuts), np.split(late_gap, cuts)):
+        for chunk_at, chunk_gap in zip(np.split(late_at, cuts), np.split(late_gap, cuts), strict=True):
             stalls.append({"at_s": round(float(chunk_at[0] - ws), 2), "streams": int(len(chunk_at)),
                            "max_ms": round(float(chunk_gap.max()) * 1000, 1)})
     result["stalls"] = stalls
@@ -348,7 +348,7 @@ def read_udp_sockets() -> dict[str, tuple[int, int, int]]:
 
 def read_snmp_udp() -> dict[str, int]:
     lines = [line.split() for line in Path("/proc/net/snmp").read_text().splitlines() if line.startswith("Udp:")]
-    return dict(zip(lines[0][1:], (int(v) for v in lines[1][1:])))
+    return dict(zip(lines[0][1:], (int(v) for v in lines[1][1:]), strict=True))
 
 
 class Sampler(threading.Thread):
@@ -392,11 +392,13 @@ class Sampler(threading.Thread):
         points = [(s[0], s[1][name]) for s in self.samples if name in s[1]]
         if not points:
             return float("nan")
-        times, values = zip(*points)
+        times, values = zip(*points, strict=True)
         return float(np.interp(when, times, values))
 
     def cpu_percent(self, name: str, start: float, end: float) -> float:
-        return 100.0 * (self.cpu_at(name, end) - self.cpu_at(name, start)) / (end - start) if end > start else float("nan")
+        if end <= start:
+            return float("nan")
+        return 100.0 * (self.cpu_at(name, end) - self.cpu_at(name, start)) / (end - start)
 
     def host_percent(self, start: float, end: float) -> float:
         """Busy share of all cores over [start, end], 100% = one core."""
@@ -504,7 +506,8 @@ def _wait_for_text(path: Path, text: str, timeout: float, process: subprocess.Po
         if process.poll() is not None:
             break
         time.sleep(0.05)
-    raise RuntimeError(f"{process.args[0]} did not start: {path.read_text(errors='replace')[-1000:] if path.exists() else ''}")
+    output = path.read_text(errors="replace")[-1000:] if path.exists() else ""
+    raise RuntimeError(f"{process.args[0]} did not start: {output}")
 
 
 def _dumpcap_stats(text: str) -> tuple[int, int]:
@@ -669,7 +672,8 @@ HEADER = (f"{'N':>5} {'win s':>6} {'packets':>9} {'p50':>6} {'p99':>6} {'p99.9':
 def format_row(row: Row) -> str:
     r = row.result
     drops = f"{r.get('server_rx_drops', -1)}/{r.get('sipp_rx_drops', -1)}/{r.get('snmp_rcvbuf_errors', -1)}"
-    return (f"{row.calls:>5} {r.get('window_s', 0):>6.1f} {r.get('packets', 0):>9} {r.get('p50_ms', float('nan')):>6.1f} "
+    return (f"{row.calls:>5} {r.get('window_s', 0):>6.1f} {r.get('packets', 0):>9} "
+            f"{r.get('p50_ms', float('nan')):>6.1f} "
             f"{r.get('p99_ms', float('nan')):>6.1f} {r.get('p999_ms', float('nan')):>6.1f} "
             f"{r.get('max_ms', float('nan')):>7.1f} {r.get('seq_missing', -1):>6} {r.get('not_echoed', -1):>6} "
             f"{drops:>17} {r.get('server_cpu', float('nan')):>8.1f} {r.get('sipp_cpu', float('nan')):>6.1f} "
@@ -690,12 +694,14 @@ def format_details(row: Row) -> str:
             f"ts jumps {r.get('ts_jumps')}, dup/reordered {r.get('seq_duplicate')}/{r.get('seq_reordered')}\n"
             f"      gaps >= 40 ms: {r.get('late_40ms')} in {len(r.get('stalls', []))} stalls"
             f"{_format_stalls(r.get('stalls', []))}\n"
-            f"      echo delay p50/p99/max {r.get('echo_p50_ms', float('nan')):.2f}/{r.get('echo_p99_ms', float('nan')):.2f}/"
+            f"      echo delay p50/p99/max {r.get('echo_p50_ms', float('nan')):.2f}/"
+            f"{r.get('echo_p99_ms', float('nan')):.2f}/"
             f"{r.get('echo_max_ms', float('nan')):.1f} ms; rx queue max srv/sipp {r.get('server_rxq_max')}/"
             f"{r.get('sipp_rxq_max')} B; SIPp echo SO_RCVBUF {r.get('sipp_rcvbuf', -1) / 2**20:.0f} MiB; "
             f"Udp InErrors {r.get('snmp_in_errors')}\n"
             f"      capture: {r.get('capture_received')} received, {r.get('capture_dropped')} dropped, "
-            f"{r.get('capture_mb', 0):.0f} MB, {r.get('server_packets_total')} sent/{r.get('echo_packets_total')} echoed "
+            f"{r.get('capture_mb', 0):.0f} MB, {r.get('server_packets_total')} sent/"
+            f"{r.get('echo_packets_total')} echoed "
             f"seen in all; dumpcap CPU {r.get('dumpcap_cpu', float('nan')):.1f}%, host busy "
             f"{r.get('host_cpu', float('nan')):.0f}% of {100 * (os.cpu_count() or 1)}%\n"
             f"      server API: {r.get('api_calls')} calls, sent {r.get('api_sent')}, received {r.get('api_received')}"
@@ -726,7 +732,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--calls", type=int, nargs="+", default=[100, 200, 300, 400, 500, 600],
                         help="concurrent call counts to try, each with a fresh server")
-    parser.add_argument("--window", type=float, default=40.0, help="seconds all calls are up together (>= 40 for the target)")
+    parser.add_argument("--window", type=float, default=40.0,
+                        help="seconds all calls are up together (>= 40 for the target)")
     parser.add_argument("--rate", type=float, default=50.0, help="call setup rate while ramping up (calls/s)")
     parser.add_argument("--trim", type=float, default=2.0, help="seconds cut from each end of the steady window")
     parser.add_argument("--margin", type=float, default=3.0, help="extra hold seconds beyond ramp + window + 2*trim")

@@ -15,7 +15,6 @@ Each figure is the median of --repeat runs after one warm-up.
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -24,20 +23,12 @@ import numpy as np
 
 from callbridge.media.codecs import codec_for
 from callbridge.media.resample import resample
-from callbridge.speech import PromptCache, PromptSpec, Transcriber, UtteranceDetector, synthesize_stream, synthesizer_for
+from callbridge.speech import (PromptCache, PromptSpec, Transcriber, UtteranceDetector, synthesize_stream,
+                               synthesizer_for)
+from table import median_time, print_table
 
 SENTENCE = "Thank you for calling. For the status of an order, press one. For billing, press two, or stay on the line."
 ANSWER = "What is the status of order four five seven two?"
-
-
-def median_time(action, repeat: int) -> float:
-    action()  # warm-up
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        action()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def first_audio(language: str) -> tuple[float, float]:
@@ -72,10 +63,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         spec = PromptSpec(SENTENCE)
         PromptCache(Path(tmp)).render(spec)
-        rows.append(("prompt cache: disk hit, 8 kHz", f"{median_time(lambda: PromptCache(Path(tmp)).pcm(spec, 8000), args.repeat) * 1000:.1f} ms"))
+        disk_hit = median_time(lambda: PromptCache(Path(tmp)).pcm(spec, 8000), args.repeat)
+        rows.append(("prompt cache: disk hit, 8 kHz", f"{disk_hit * 1000:.1f} ms"))
         warm = PromptCache(Path(tmp))
         warm.pcm(spec, 8000)
-        rows.append(("prompt cache: memory hit", f"{median_time(lambda: warm.pcm(spec, 8000), args.repeat) * 1e6:.0f} µs"))
+        memory_hit = median_time(lambda: warm.pcm(spec, 8000), args.repeat)
+        rows.append(("prompt cache: memory hit", f"{memory_hit * 1e6:.0f} µs"))
 
     synth = synthesizer_for("en")
     answer = telephone_round_trip(synth.synthesize(ANSWER), synth.sample_rate)
@@ -99,10 +92,7 @@ def main() -> None:
     per_frame = median_time(endpoint, args.repeat) / len(chunks)
     rows.append(("silero endpointing, per 20 ms frame", f"{per_frame * 1e6:.0f} µs"))
 
-    width = max(len(name) for name, _ in rows)
-    print(f"{'measure':<{width}}  value")
-    for name, value in rows:
-        print(f"{name:<{width}}  {value}")
+    print_table(rows)
 
 
 if __name__ == "__main__":

@@ -9,10 +9,12 @@ want_test=0
 [ "${1:-}" = "--test" ] && want_test=1
 
 # espeak-ng speaks every prompt language other than English (callbridge.speech).
-wanted_apt=(espeak-ng)
+# kamailio and redis-server are for `callbridge cluster` only; the plain demo line needs neither.
+wanted_apt=(espeak-ng kamailio redis-server)
 # SIPp (sip-tester) and baresip are the real peers of the interop tests;
-# sox makes reference audio; postgresql runs a throwaway server for the store tests.
-[ "$want_test" = 1 ] && wanted_apt+=(sip-tester baresip-core sox postgresql)
+# sox makes reference audio; postgresql runs a throwaway server for the store tests;
+# chromium is the browser the console and softphone tests drive (through Playwright).
+[ "$want_test" = 1 ] && wanted_apt+=(sip-tester baresip-core sox postgresql chromium)
 apt_packages=()
 for pkg in "${wanted_apt[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || apt_packages+=("$pkg")
@@ -23,6 +25,12 @@ if [ "${#apt_packages[@]}" -gt 0 ]; then
   echo "setup: installing ${apt_packages[*]} (apt)"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${apt_packages[@]}" >/dev/null
+  # Debian starts both as system services on install; callbridge starts its own (and needs port 5060).
+  if [ -d /run/systemd/system ]; then
+    for unit in kamailio redis-server; do
+      case " ${apt_packages[*]} " in *" $unit "*) $SUDO systemctl disable --now "$unit" >/dev/null 2>&1 || true ;; esac
+    done
+  fi
 fi
 
 # Python 3.12 (the Nova Sonic SDK needs it): from PATH, pyenv, or its usual pyenv home.

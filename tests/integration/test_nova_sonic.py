@@ -13,12 +13,7 @@ import pytest
 from callbridge.agent.providers.bedrock_clients import pooled_sessions
 from callbridge.agent.providers.nova_sonic import NovaSonicBackend, NovaSonicConfig
 from callbridge.agent.realtime import (
-    ERROR_AUTH,
-    ERROR_INTERNAL,
-    ERROR_INVALID,
-    ERROR_SESSION_EXPIRED,
-    ERROR_THROTTLED,
-    ERROR_UNAVAILABLE,
+    ErrorCode,
     AgentAudio,
     AgentEvent,
     AgentTranscript,
@@ -191,10 +186,10 @@ async def test_barge_in_interrupts_the_reply(certs: StandinCertificates) -> None
 
 
 @pytest.mark.parametrize(("exception", "code"), [
-    ("throttlingException", ERROR_THROTTLED),
-    ("internalServerException", ERROR_INTERNAL),
-    ("modelStreamErrorException", ERROR_INTERNAL),
-    ("serviceUnavailableException", ERROR_UNAVAILABLE),
+    ("throttlingException", ErrorCode.THROTTLED),
+    ("internalServerException", ErrorCode.INTERNAL),
+    ("modelStreamErrorException", ErrorCode.INTERNAL),
+    ("serviceUnavailableException", ErrorCode.UNAVAILABLE),
 ])
 async def test_exception_mid_turn_is_a_backend_error(certs: StandinCertificates, exception: str, code: str) -> None:
     script = BedrockScript(turns=[Fail(exception, "scripted failure", user_text="hello", speculative="Let me")])
@@ -220,7 +215,7 @@ async def test_session_limit_is_session_expired(certs: StandinCertificates) -> N
         await backend.close()
     error = events[-1]
     assert isinstance(error, BackendError)
-    assert (error.code, error.recoverable) == (ERROR_SESSION_EXPIRED, True)
+    assert (error.code, error.recoverable) == (ErrorCode.SESSION_EXPIRED, True)
 
 
 async def test_sessions_share_one_connection_and_give_it_back(certs: StandinCertificates) -> None:
@@ -252,7 +247,7 @@ async def test_wrong_secret_is_an_auth_error_at_start(certs: StandinCertificates
             await backend.start(setup())
         await backend.close()
     assert pooled_sessions() == [0]  # the refused session gave its client back
-    assert (raised.value.code, raised.value.recoverable) == (ERROR_AUTH, False)
+    assert (raised.value.code, raised.value.recoverable) == (ErrorCode.AUTH, False)
     assert "InvalidSignature" in str(raised.value)
     assert server.sessions == []  # refused before any session began
 
@@ -265,7 +260,7 @@ async def test_history_over_40kb_is_rejected(certs: StandinCertificates) -> None
         events = await until(backend, lambda e: isinstance(e, BackendError))
         await backend.close()
         record = server.sessions[0]
-    assert events[-1].code == ERROR_INVALID  # type: ignore[union-attr]
+    assert events[-1].code == ErrorCode.INVALID  # type: ignore[union-attr]
     assert "history exceeds" in record.rejected[0]
     assert "audioInput" not in record.events
 
@@ -282,7 +277,7 @@ async def test_oversized_text_input_is_rejected_by_the_standin(certs: StandinCer
                                                   "contentName": "big", "content": "y" * 1025}}})
         events = await until(backend, lambda e: isinstance(e, BackendError))
         await backend.close()
-    assert events[-1].code == ERROR_INVALID  # type: ignore[union-attr]
+    assert events[-1].code == ErrorCode.INVALID  # type: ignore[union-attr]
     assert "1025 bytes" in server.sessions[0].rejected[0]
 
 

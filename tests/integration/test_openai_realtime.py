@@ -16,12 +16,7 @@ from websockets.exceptions import InvalidStatus
 
 from callbridge.agent.providers.openai_realtime import OpenAIRealtimeBackend, OpenAIRealtimeConfig
 from callbridge.agent.realtime import (
-    ERROR_AUTH,
-    ERROR_INTERNAL,
-    ERROR_INVALID,
-    ERROR_SESSION_EXPIRED,
-    ERROR_THROTTLED,
-    ERROR_UNAVAILABLE,
+    ErrorCode,
     AgentAudio,
     AgentEvent,
     AgentTranscript,
@@ -212,9 +207,9 @@ async def test_barge_in_cancels_and_truncates_at_what_was_heard() -> None:
 
 
 @pytest.mark.parametrize(("error_type", "code", "expected"), [
-    ("server_error", "server_error", ERROR_INTERNAL),
-    ("invalid_request_error", "rate_limit_exceeded", ERROR_THROTTLED),
-    ("invalid_request_error", "invalid_value", ERROR_INVALID),
+    ("server_error", "server_error", ErrorCode.INTERNAL),
+    ("invalid_request_error", "rate_limit_exceeded", ErrorCode.THROTTLED),
+    ("invalid_request_error", "invalid_value", ErrorCode.INVALID),
 ])
 async def test_error_mid_turn_is_a_backend_error_and_ends_the_stream(error_type: str, code: str,
                                                                     expected: str) -> None:
@@ -240,7 +235,7 @@ async def test_session_limit_is_session_expired() -> None:
         try:
             events = await drain(backend)
             assert len(events) == 1 and isinstance(events[0], BackendError)
-            assert events[0].code == ERROR_SESSION_EXPIRED and events[0].recoverable
+            assert events[0].code == ErrorCode.SESSION_EXPIRED and events[0].recoverable
             assert "maximum duration" in events[0].message
             await asyncio.wait_for(server.sessions[0].closed.wait(), TIMEOUT_S)
         finally:
@@ -255,7 +250,7 @@ async def test_connection_lost_is_unavailable() -> None:
         await backend.start(setup())
         await server.close()  # the provider goes away without an error event
         events = await drain(backend)
-        assert [(type(e), e.code) for e in events] == [(BackendError, ERROR_UNAVAILABLE)]
+        assert [(type(e), e.code) for e in events] == [(BackendError, ErrorCode.UNAVAILABLE)]
     finally:
         await backend.close()
         await server.close()
@@ -266,7 +261,7 @@ async def test_wrong_key_is_auth_error_and_not_recoverable() -> None:
         backend = OpenAIRealtimeBackend(config(server, api_key="sk-wrong"))
         with pytest.raises(ProviderError) as caught:
             await backend.start(setup())
-        assert caught.value.code == ERROR_AUTH and not caught.value.recoverable
+        assert caught.value.code == ErrorCode.AUTH and not caught.value.recoverable
         assert server.rejected == [401] and server.sessions == []
         await backend.close()
 
@@ -278,7 +273,7 @@ async def test_refused_connection_is_unavailable() -> None:
     backend = OpenAIRealtimeBackend(OpenAIRealtimeConfig(api_key=KEY, url=f"ws://127.0.0.1:{port}/v1/realtime"))
     with pytest.raises(ProviderError) as caught:
         await backend.start(setup())
-    assert caught.value.code == ERROR_UNAVAILABLE and caught.value.recoverable
+    assert caught.value.code == ErrorCode.UNAVAILABLE and caught.value.recoverable
     await backend.close()
 
 

@@ -29,11 +29,13 @@ from callbridge.agent.session import AgentSession, SessionFailed, SessionPolicy
 from callbridge.agent.tools import ToolContext, ToolRegistry
 from callbridge.media.codecs.g711 import ulaw_encode
 from callbridge.standins.bedrock import BedrockStandin
-from callbridge.standins.bedrock_script import DEFAULT_ACCESS_KEY, DEFAULT_SECRET_KEY, BedrockScript, CallTool, Fail, Say
+from callbridge.standins.bedrock_script import (DEFAULT_ACCESS_KEY, DEFAULT_SECRET_KEY, BedrockScript, CallTool, Fail,
+                                                Say)
 from callbridge.standins.certs import StandinCertificates
 from callbridge.standins.openai_realtime import OpenAIRealtimeScript, OpenAIRealtimeStandin
 from callbridge.standins.openai_script import FunctionCall, Reply, ScriptedError, Turn
 from tests.support.agent_call import CallSide, PacedStream, talk, tone
+from tests.support.standin_thread import StandinThread
 
 KEY = "sk-test-renewal"
 SESSION_LIMIT_S = 4.0
@@ -82,10 +84,12 @@ async def nova(certs: StandinCertificates, steps: list[Step], *, secret: str = D
                            end_of_turn_ms=300, session_limit_s=server_ends_after_s or SESSION_LIMIT_S,
                            session_limit_exception=server_exception, shared_turns=True)
     server = BedrockStandin(script, certs)
-    await server.start()
+    # A server that ends sessions on its own clock runs on its own loop, as Bedrock does.
+    runner = StandinThread(server.start, server.stop) if server_ends_after_s else server
+    await runner.start()
     endpoint = server.endpoint_uri
     if down:
-        await server.stop()
+        await runner.stop()
 
     def open_backend() -> RealtimeBackend:
         return NovaSonicBackend(NovaSonicConfig(
@@ -105,7 +109,7 @@ async def nova(certs: StandinCertificates, steps: list[Step], *, secret: str = D
             sessions=lambda: len(server.sessions))
     finally:
         if not down:
-            await server.stop()
+            await runner.stop()
 
 
 @asynccontextmanager
@@ -122,10 +126,11 @@ async def openai(certs: StandinCertificates, steps: list[Step], *, secret: str =
         else:
             script.reply(step.reply or "", audio_ms=300, transcript=step.user)
     server = OpenAIRealtimeStandin(script, key=KEY)
-    await server.__aenter__()
+    runner = StandinThread(server.start, server.close) if server_ends_after_s else None
+    await (runner.start() if runner else server.start())
     url = server.url
     if down:
-        await server.__aexit__(None, None, None)
+        await server.close()
 
     def open_backend() -> RealtimeBackend:
         return OpenAIRealtimeBackend(OpenAIRealtimeConfig(
@@ -143,7 +148,7 @@ async def openai(certs: StandinCertificates, steps: list[Step], *, secret: str =
             sessions=lambda: len(server.sessions))
     finally:
         if not down:
-            await server.__aexit__(None, None, None)
+            await (runner.stop() if runner else server.close())
 
 
 PROVIDERS = {"nova_sonic": nova, "openai_realtime": openai}
@@ -155,8 +160,8 @@ async def agent_call(provider: Provider, tmp_path: Path) -> AsyncIterator[tuple[
     stream.start()
     side = CallSide(stream)
     context = ToolContext(call_id="c1", extras={ORDERS_DB_KEY: OrdersDb(tmp_path / "orders.sqlite")})
-    session = AgentSession(side, provider.open, ToolRegistry([lookup_order]), context, side.transcript,
-                           policy=POLICY, say=side.say_line)
+    session = AgentSession(side, provider.open, ToolRegistry([lookup_order]), context, policy=POLICY,
+                           say=side.say_line)
     setup = SessionSetup(instructions="You are the order desk.", language="en-US", voice=None,
                          tools=session.tools.schemas(), greeting=None)
     task = asyncio.get_running_loop().create_task(session.run(setup))
@@ -180,7 +185,7 @@ async def say_turns(side: CallSide, count: int, rate: int) -> np.ndarray:
 
 
 def first_difference(got: bytes, want: bytes, renewals: list) -> str:
-    at = next((i for i, (a, b) in enumerate(zip(got, want)) if a != b), min(len(got), len(want)))
+    at = next((i for i, (a, b) in enumerate(zip(got, want, strict=False)) if a != b), min(len(got), len(want)))
     return f"received {len(got)} bytes, sent {len(want)}, first difference at byte {at}; {renewals}"
 
 
@@ -198,13 +203,13 @@ async def test_three_renewals_lose_no_caller_frame_and_keep_the_callers_name(kin
             spoken = await say_turns(side, 9, provider.rate)
             await asyncio.sleep(0.3)
         # the call is over and every session closed (a closing session sends its last partial chunk)
-        renewals = [e for e in side.transcript if e["role"] == "renewal"]
-        assert len(renewals) >= 3, side.transcript
+        renewals = [e for e in side.entries() if e["role"] == "renewal"]
+        assert len(renewals) >= 3, side.entries()
         # every frame the caller sent reached exactly one provider session, in order
         got, want = provider.received_audio(), provider.wire(spoken)
         assert got == want, first_difference(got, want, renewals)
         assert "Ana" in provider.history_of(2), provider.history_of(2)  # session 3 knows session 1's fact
-        agent_lines = [e["text"] for e in side.transcript if e["role"] == "agent"]
+        agent_lines = [e["text"] for e in side.entries() if e["role"] == "agent"]
         assert "Nice to meet you, Ana." in agent_lines and len(agent_lines) >= 6
         assert all(r["handover_ms"] < 100 for r in renewals if r["reason"] == "scheduled"), renewals
 
@@ -216,11 +221,11 @@ async def test_a_failure_mid_turn_is_recovered_and_the_conversation_goes_on(kind
     async with PROVIDERS[kind](certs, steps) as provider, agent_call(provider, tmp_path) as (side, session, task):
         spoken = await say_turns(side, 3, provider.rate)
         await asyncio.sleep(0.3)
-        reasons = [e["reason"] for e in side.transcript if e["role"] == "renewal"]
-        assert "recovered" in reasons, side.transcript
-        agent_lines = [e["text"] for e in side.transcript if e["role"] == "agent"]
+        reasons = [e["reason"] for e in side.entries() if e["role"] == "renewal"]
+        assert "recovered" in reasons, side.entries()
+        agent_lines = [e["text"] for e in side.entries() if e["role"] == "agent"]
         assert "We are open nine to five." in agent_lines  # the failed question got its answer
-        assert "You're welcome." in agent_lines, json.dumps(side.transcript, indent=0)  # and the conversation went on
+        assert "You're welcome." in agent_lines, json.dumps(side.entries(), indent=0)  # and the conversation went on
         assert not task.done()
         assert len(provider.received_audio()) >= len(provider.wire(spoken)) * 0.9
 
@@ -231,12 +236,12 @@ async def test_tool_use_runs_the_tool_and_speaks_the_answer(kind, certs, tmp_pat
                   tool=("lookup_order", {"order_id": "4572"}))]
     async with PROVIDERS[kind](certs, steps) as provider, agent_call(provider, tmp_path) as (side, session, task):
         await say_turns(side, 1, provider.rate)
-        await wait_for(lambda: any(e["role"] == "agent" for e in side.transcript))
-        [tool] = [e for e in side.transcript if e["role"] == "tool"]
+        await wait_for(lambda: any(e["role"] == "agent" for e in side.entries()))
+        [tool] = [e for e in side.entries() if e["role"] == "tool"]
         assert tool["name"] == "lookup_order" and tool["ok"] and tool["result"]["status"] == "shipped"
         [output] = provider.tool_outputs()
         assert json.loads(output)["status"] == "shipped"  # the real database's row went back to the model
-        assert [e["text"] for e in side.transcript if e["role"] == "agent"] == [
+        assert [e["text"] for e in side.entries() if e["role"] == "agent"] == [
             "Order 4572 has shipped and arrives Thursday."]
         assert side.stream.agent_audio_s() > 0.2  # and it was spoken on the call
 
@@ -248,7 +253,7 @@ async def test_a_provider_down_for_good_gets_the_apology_and_the_fallback(kind, 
         with pytest.raises(SessionFailed):
             await asyncio.wait_for(asyncio.shield(task), 15)
         assert side.said[-1] == POLICY.apology_text
-        assert any(e["role"] == "fallback" for e in side.transcript)
+        assert any(e["role"] == "fallback" for e in side.entries())
 
 
 @pytest.mark.parametrize("kind", PROVIDERS)
@@ -258,7 +263,7 @@ async def test_a_wrong_secret_is_refused_and_falls_back_without_retrying(kind, c
         with pytest.raises(SessionFailed):
             await asyncio.wait_for(asyncio.shield(task), 15)
         assert side.said == [POLICY.apology_text]
-        [error] = [e for e in side.transcript if e["role"] == "error"]
+        [error] = [e for e in side.entries() if e["role"] == "error"]
         assert error["code"] == "auth"
         assert provider.sessions() <= 1  # refused once; the same credentials are not tried again
 
@@ -306,9 +311,10 @@ async def test_sessions_the_server_ends_lose_no_caller_audio(kind, exception, ce
         sessions = provider.received_per_session()
         gaps, tail = boundary_gaps(sessions, sent)
         frame = len(provider.wire(np.zeros(rate // 50, np.int16)))  # one 20 ms frame on the wire
-        ended = [e for e in side.transcript if e["role"] == "renewal"]
-        assert len(gaps) >= 3 and len(ended) >= 3, (gaps, side.transcript)
+        ended = [e for e in side.entries() if e["role"] == "renewal"]
+        assert len(gaps) >= 3 and len(ended) >= 3, (gaps, side.entries())
         assert all(r["reason"] in ("expired", "recovered") for r in ended), ended
         lost_ms = [round(gap * 20 / frame) for gap in gaps]
-        assert all(abs(gap) <= frame for gap in gaps), f"caller audio lost (+) or doubled (-) per boundary: {lost_ms} ms"
+        assert all(abs(gap) <= frame for gap in gaps), \
+            f"caller audio lost (+) or doubled (-) per boundary: {lost_ms} ms"
         assert tail == 0, f"the last session missed the call's last {tail * 20 / frame:.0f} ms"

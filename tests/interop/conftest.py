@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -14,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from tests.support.waiting import wait_until
 import yaml
 
 from callbridge.app.auth import TOKEN_FILE  # the API token a server generated, under its --data-dir
@@ -48,6 +51,39 @@ def free_port() -> int:
                     continue
             return port
     raise RuntimeError("no free port")
+
+
+# Where free_udp_block looks: below the kernel's ephemeral ports (32768 up), so it does not hand them to
+# clients meanwhile, and clear of the server's default RTP range (10000-20000) and baresip's (30000-30400).
+UDP_BLOCK_RANGE = (21000, 30000)
+
+
+def free_udp_block(count: int, *, tcp_too: bool = False, port_range: tuple[int, int] = UDP_BLOCK_RANGE) -> int:
+    """An even port p with p .. p + count - 1 all free for UDP (and TCP on loopback with ``tcp_too``) right now.
+
+    Even, because RTP takes the even port of a pair (RFC 3550 §11): a server's RTP range, SIPp's -mp.
+    The search starts at a random block so concurrent test runs rarely race for the same one.
+    """
+    low, high = port_range
+    step = count + count % 2
+    blocks = list(range(low, high - step, step))
+    first = random.randrange(len(blocks))
+    for base in blocks[first:] + blocks[:first]:
+        sockets = []
+        try:
+            for port in range(base, base + count):
+                for kind, host in ((socket.SOCK_DGRAM, "0.0.0.0"),) + (((socket.SOCK_STREAM, "127.0.0.1"),)
+                                                                        if tcp_too else ()):
+                    sock = socket.socket(socket.AF_INET, kind)
+                    sockets.append(sock)
+                    sock.bind((host, port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for sock in sockets:
+                sock.close()
+    raise RuntimeError(f"no {count} free ports in a row")
 
 
 @dataclass
@@ -88,13 +124,8 @@ class RunningServer:
         return self.get("/api/calls")["calls"]
 
     def wait_for(self, predicate, timeout: float = 10.0, what: str = "condition"):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            value = predicate()
-            if value:
-                return value
-            time.sleep(0.05)
-        raise AssertionError(f"timed out waiting for {what}; server log:\n{self.log_tail()}")
+        return wait_until(predicate, timeout=timeout, what=what, interval=0.05,
+                          detail=lambda: f"server log:\n{self.log_tail()}")
 
     def log_tail(self, lines: int = 40) -> str:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
@@ -137,12 +168,16 @@ def configured_token(config_text: str | None) -> str | None:
 
 def stop_server(server: RunningServer) -> None:
     if server.process.poll() is None:
-        server.process.terminate()
-        try:
-            server.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.process.kill()
-            server.process.wait()
+        # The first SIGTERM drains (live calls run on); a second ends what is left with BYE.
+        for signals_sent, wait_s in ((1, 1.0), (2, 10.0)):
+            server.process.terminate()
+            try:
+                server.process.wait(timeout=wait_s)
+                break
+            except subprocess.TimeoutExpired:
+                if signals_sent == 2:
+                    server.process.kill()
+                    server.process.wait()
     text = server.log_path.read_text(errors="replace")
     # No exception may ever escape into the logs as a crash.
     assert "Traceback" not in text, f"server logged a traceback:\n{text[-4000:]}"
@@ -194,6 +229,21 @@ def run_sipp(args: list[str], *, cwd: Path, timeout: float = 60.0) -> SippResult
         output += "\n--- " + error_log.name + "\n" + error_log.read_text(errors="replace")
         error_log.unlink()
     return SippResult(completed.returncode, output)
+
+
+def sipp_messages(cwd: Path) -> str:
+    """SIPp's -trace_msg log: every SIP message as SIPp sent and received it (it flushes message by message)."""
+    logs = sorted(cwd.glob("*_messages.log"))
+    return logs[0].read_text(errors="replace") if logs else ""
+
+
+def sipp_log(cwd: Path) -> str:
+    """SIPp's screen (``sipp.out``, where the test sent it) and error logs: a failed check says which regexp."""
+    screen = cwd / "sipp.out"
+    output = screen.read_text(errors="replace") if screen.exists() else ""
+    for error_log in sorted(cwd.glob("*_errors.log")):
+        output += "\n--- " + error_log.name + "\n" + error_log.read_text(errors="replace")
+    return output
 
 
 def start_sipp(args: list[str], *, cwd: Path) -> subprocess.Popen:

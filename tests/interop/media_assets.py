@@ -336,7 +336,8 @@ def garbage_rtp(rng: np.random.Generator, ssrc: int, telephone_event_pt: int = 1
     payload types, sequence and timestamp jumps, SSRC changes, and random bytes."""
     header = struct.pack("!BBHII", 0x80, 0, 7, 1000, ssrc)
     out = [
-        b"", b"\x80", header[:11], b"\x00" * 20, b"\x40" + header[1:] + b"\xff" * 160, b"\xc0" + header[1:] + b"\xff" * 160,
+        b"", b"\x80", header[:11], b"\x00" * 20,
+        b"\x40" + header[1:] + b"\xff" * 160, b"\xc0" + header[1:] + b"\xff" * 160,
         b"\x8f" + header[1:] + b"\x00" * 4,  # 15 CSRCs announced, one present
         b"\x90" + header[1:] + b"\xbe\xde\xff\xff",  # extension of 65535 words, none present
         b"\x90" + header[1:] + b"\xbe\xde",  # extension header cut short

@@ -116,7 +116,8 @@ def scanner_view(response: bytes) -> tuple:
     head = response.split(b"\r\n\r\n", 1)[0].decode()
     lines = head.split("\r\n")
     names = [line.split(":", 1)[0].lower() for line in lines[1:]]
-    challenges = [re.sub(r'nonce="[^"]*"', 'nonce="..."', line) for line in lines if line.lower().startswith("www-auth")]
+    challenges = [re.sub(r'nonce="[^"]*"', 'nonce="..."', line)
+                  for line in lines if line.lower().startswith("www-auth")]
     return lines[0], names, challenges
 
 

@@ -15,6 +15,8 @@ from .conftest import free_port, http_get, require_tool
 pytestmark = pytest.mark.interop
 
 CALL_SECONDS = 3.0
+CALLER_TONE_HZ, CALLER_TONE_DBFS = 1000.0, -12.0
+DEMO_TONE_HZ = 440.0
 
 
 def write_silence(path: Path, seconds: float, rate: int = 8000) -> None:
@@ -46,23 +48,31 @@ def baresip_config(directory: Path, source_wav: Path) -> Path:
     return config_dir
 
 
-def dominant_frequency(samples: np.ndarray, rate: int) -> float:
-    spectrum = np.abs(np.fft.rfft(samples * np.hanning(len(samples))))
-    return float(np.fft.rfftfreq(len(samples), 1 / rate)[int(np.argmax(spectrum))])
+def call_demo_line(server, tmp_path: Path, source: Path, seconds: float) -> None:
+    """baresip dials the demo line, says ``source`` and hangs up when it ends (within ``seconds``)."""
+    config_dir = baresip_config(tmp_path, source)
+    completed = subprocess.run(
+        [require_tool("baresip"), "-f", str(config_dir), "-e", f"/dial sip:demo@127.0.0.1:{server.sip_port}",
+         "-t", str(int(seconds))], capture_output=True, text=True, timeout=seconds + 20, cwd=tmp_path)
+    output = completed.stdout + completed.stderr
+    # baresip's own log: the call to our line came up, and our RTP reached it.
+    assert f"Call established: sip:demo@127.0.0.1:{server.sip_port}" in output, output[-3000:]
+    assert "incoming rtp for 'audio' established" in output, output[-3000:]
+
+
+def heard_by_baresip(tmp_path: Path) -> tuple[np.ndarray, int]:
+    """The middle half of what baresip decoded (its sndfile dump), away from call set-up and tear-down."""
+    dumps = sorted(tmp_path.glob("dump-*-dec.wav"))
+    assert dumps, f"baresip wrote no decoded audio dump: {list(tmp_path.iterdir())}"
+    heard, rate = ma.read_wav(dumps[0])
+    return heard[0][heard.shape[1] // 4: 3 * heard.shape[1] // 4], rate
 
 
 def test_baresip_call_completes_and_hears_the_tone(server, tmp_path):
-    baresip = require_tool("baresip")
     source = tmp_path / "caller.wav"
     # baresip hangs up (sends BYE) when its audio source ends.
     write_silence(source, CALL_SECONDS)
-    config_dir = baresip_config(tmp_path, source)
-    completed = subprocess.run(
-        [baresip, "-f", str(config_dir), "-e", f"/dial sip:demo@127.0.0.1:{server.sip_port}", "-t", str(int(CALL_SECONDS + 6))],
-        capture_output=True, text=True, timeout=CALL_SECONDS + 20, cwd=tmp_path,
-    )
-    output = completed.stdout + completed.stderr
-    assert "Call established" in output or "call established" in output.lower(), output[-3000:]
+    call_demo_line(server, tmp_path, source, CALL_SECONDS + 6)
 
     call = server.wait_for(lambda: (c := server.calls()) and c[0]["status"] == "hangup" and c[0], what="hangup")
     assert call["end_reason"] == "caller_hangup", call
@@ -71,51 +81,31 @@ def test_baresip_call_completes_and_hears_the_tone(server, tmp_path):
     assert call["media"]["packets_received"] > 0, "baresip's RTP never reached us"
 
     # What baresip decoded: the demo's 440 Hz tone, at a healthy level.
-    dumps = sorted(tmp_path.glob("dump-*-dec.wav"))
-    assert dumps, f"baresip wrote no decoded audio dump: {list(tmp_path.iterdir())}"
-    with wave.open(str(dumps[0])) as heard:
-        rate = heard.getframerate()
-        audio = np.frombuffer(heard.readframes(heard.getnframes()), dtype=np.int16)
-        if heard.getnchannels() > 1:
-            audio = audio[:: heard.getnchannels()]
-    assert len(audio) > rate  # over a second of audio
-    middle = audio[len(audio) // 4 : 3 * len(audio) // 4].astype(np.float64)
-    rms_dbfs = 20 * np.log10(np.sqrt(np.mean(middle**2)) / 32768 + 1e-12)
-    assert rms_dbfs > -20, f"tone too quiet: {rms_dbfs:.1f} dBFS"
-    assert abs(dominant_frequency(middle, rate) - 440.0) < 10
-
-
-CALLER_TONE_HZ, CALLER_TONE_DBFS = 1000.0, -12.0
-DEMO_TONE_HZ = 440.0
+    middle, rate = heard_by_baresip(tmp_path)
+    assert len(middle) > rate // 2  # over a second of audio in all
+    level = 20 * np.log10(np.sqrt(np.mean(middle**2)) + 1e-12)
+    assert level > -20, f"tone too quiet: {level:.1f} dBFS"
+    assert abs(ma.dominant_frequency(middle, rate) - DEMO_TONE_HZ) < 10
 
 
 def test_baresip_hears_the_server_and_the_recording_holds_both_sides(server, tmp_path):
     """baresip says a 1000 Hz tone at -12 dBFS; it must hear the demo's 440 Hz (and not itself), and the
     call recording must be stereo with the caller on the left and the server on the right."""
-    baresip = require_tool("baresip")
     source = ma.write_wav(tmp_path / "caller.wav", ma.sine(CALLER_TONE_HZ, CALL_SECONDS, CALLER_TONE_DBFS))
     said, rate = ma.read_wav(source)
     assert abs(ma.dominant_frequency(said[0], rate) - CALLER_TONE_HZ) < 2
     assert abs(ma.tone_dbfs(said[0], rate, CALLER_TONE_HZ) - CALLER_TONE_DBFS) < 0.5
-    config_dir = baresip_config(tmp_path, source)
-    completed = subprocess.run(
-        [baresip, "-f", str(config_dir), "-e", f"/dial sip:demo@127.0.0.1:{server.sip_port}", "-t", str(int(CALL_SECONDS + 4))],
-        capture_output=True, text=True, timeout=CALL_SECONDS + 20, cwd=tmp_path,
-    )
-    output = completed.stdout + completed.stderr
-    assert "call established" in output.lower(), output[-3000:]
+    call_demo_line(server, tmp_path, source, CALL_SECONDS + 4)
     call = server.wait_for(lambda: (c := server.calls()) and c[0]["status"] == "hangup" and c[0], what="hangup")
     assert call["end_reason"] == "caller_hangup", call
 
     # What baresip heard: the demo tone, loud enough, and no echo of what it said.
-    dumps = sorted(tmp_path.glob("dump-*-dec.wav"))
-    assert dumps, f"baresip wrote no decoded audio dump: {list(tmp_path.iterdir())}"
-    heard, rate = ma.read_wav(dumps[0])
-    heard = heard[0][heard.shape[1] // 4 : 3 * heard.shape[1] // 4]
+    heard, rate = heard_by_baresip(tmp_path)
     assert len(heard) > rate, "under 2 s of decoded audio in all"
     assert abs(ma.dominant_frequency(heard, rate) - DEMO_TONE_HZ) < 10, "baresip did not hear the demo tone"
     assert ma.tone_dbfs(heard, rate, DEMO_TONE_HZ) > -20
-    assert ma.tone_dbfs(heard, rate, CALLER_TONE_HZ) < ma.tone_dbfs(heard, rate, DEMO_TONE_HZ) - 30, "caller audio echoed back"
+    assert ma.tone_dbfs(heard, rate, CALLER_TONE_HZ) < ma.tone_dbfs(heard, rate, DEMO_TONE_HZ) - 30, \
+        "caller audio echoed back"
 
     # The recording: where the contract says, served by the API, stereo, caller left, server right.
     expected = (server.workdir / "data" / "recordings" / f"{call['id']}.wav").resolve()
@@ -138,7 +128,8 @@ def test_baresip_hears_the_server_and_the_recording_holds_both_sides(server, tmp
     summary = f"dominant Hz {dominant}, dBFS {levels}"
     assert abs(dominant["left"] - CALLER_TONE_HZ) < 10, f"left channel is not the caller: {summary}"
     assert abs(levels["left"][CALLER_TONE_HZ] - CALLER_TONE_DBFS) < 3, f"caller recorded at the wrong level: {summary}"
-    assert levels["left"][DEMO_TONE_HZ] < CALLER_TONE_DBFS - 30, f"server audio leaked into the caller channel: {summary}"
+    assert levels["left"][DEMO_TONE_HZ] < CALLER_TONE_DBFS - 30, \
+        f"server audio leaked into the caller channel: {summary}"
     assert abs(dominant["right"] - DEMO_TONE_HZ) < 10, f"right channel is not the server: {summary}"
     assert levels["right"][DEMO_TONE_HZ] > -20, f"server channel too quiet: {summary}"
     assert levels["right"][CALLER_TONE_HZ] < levels["right"][DEMO_TONE_HZ] - 30, (

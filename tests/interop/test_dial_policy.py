@@ -7,7 +7,6 @@ up (dialling) for the length of the test. What it counts is what would have been
 
 from __future__ import annotations
 
-import json
 import re
 import socket
 import threading

@@ -173,7 +173,8 @@ def test_bridge_transfer_joins_the_caller_to_a_second_call(server_factory, tmp_p
         [baresip, "-f", str(config_dir), "-e", f"/dial sip:bridge@127.0.0.1:{near.sip_port}", "-t", "12"],
         capture_output=True, text=True, timeout=30, cwd=tmp_path)
     assert "call established" in completed.stdout.lower() + completed.stderr.lower()
-    inbound = near.wait_for(lambda: [c for c in near.calls() if c["direction"] == "inbound" and c["status"] == "hangup"],
+    inbound = near.wait_for(lambda: [c for c in near.calls()
+                                     if c["direction"] == "inbound" and c["status"] == "hangup"],
                             what="the caller's leg to end")[0]
     assert any(e["type"] == "bridged" for e in inbound["events"]), inbound["events"]
     legs = near.calls()

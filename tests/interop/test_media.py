@@ -34,7 +34,8 @@ import numpy as np
 import pytest
 
 from . import media_assets as ma
-from .conftest import SCENARIOS, SippResult, free_port, require_tool, start_server, stop_server
+from .conftest import (SCENARIOS, SippResult, free_port, free_udp_block, require_tool, sipp_log, sipp_messages,
+                       start_server, stop_server)
 
 pytestmark = pytest.mark.interop
 
@@ -139,25 +140,6 @@ def assets(tmp_path_factory) -> Assets:
 
 # -- SIPp in the background ----------------------------------------------------------------------------------
 
-def media_port() -> int:
-    """An even port with the next three free too: SIPp's -mp (RTP, RTCP, and echo's +2/+3)."""
-    for _ in range(200):
-        base = free_port() & ~1
-        sockets = []
-        try:
-            for offset in range(4):
-                sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-                sockets.append(sock)
-                sock.bind(("127.0.0.1", base + offset))
-            return base
-        except OSError:
-            continue
-        finally:
-            for sock in sockets:
-                sock.close()
-    raise RuntimeError("no free media port block")
-
-
 @dataclass
 class SippCall:
     """One SIPp process placing one call, in its own working directory."""
@@ -176,10 +158,7 @@ class SippCall:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
-        output = (self.cwd / "sipp.out").read_text(errors="replace")
-        for error_log in self.cwd.glob("*_errors.log"):
-            output += "\n--- " + error_log.name + "\n" + error_log.read_text(errors="replace")
-        return SippResult(self.process.returncode, output)
+        return SippResult(self.process.returncode, sipp_log(self.cwd))
 
     def kill(self) -> None:
         if self.process.poll() is None:
@@ -187,9 +166,7 @@ class SippCall:
             self.process.wait()
 
     def messages(self) -> str:
-        """The -trace_msg log (SIPp flushes it message by message)."""
-        logs = list(self.cwd.glob("*_messages.log"))
-        return logs[0].read_text(errors="replace") if logs else ""
+        return sipp_messages(self.cwd)
 
 
 def start_call(server, cwd: Path, scenario: str, *args: str, files: dict[str, Path] | None = None,
@@ -202,8 +179,9 @@ def start_call(server, cwd: Path, scenario: str, *args: str, files: dict[str, Pa
     for name, source in (files or {}).items():
         (cwd / name).symlink_to(source)
     chosen = ["-sf", str(SCENARIOS / scenario)] if scenario.endswith(".xml") else ["-sn", scenario]
+    # -mp: SIPp's RTP and RTCP, and the echo's +2/+3.
     command = [sipp, f"127.0.0.1:{server.sip_port}", *chosen, "-i", "127.0.0.1", "-p", str(free_port()),
-               "-mp", str(media_port()), "-m", str(calls), "-s", service, "-nostdin", "-trace_err",
+               "-mp", str(free_udp_block(4)), "-m", str(calls), "-s", service, "-nostdin", "-trace_err",
                "-timeout", str(int(timeout)), "-timeout_error", *args]
     with (cwd / "sipp.out").open("w") as out:
         process = subprocess.Popen(command, cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
@@ -337,7 +315,8 @@ def assert_tone(samples: np.ndarray, freq: float, what: str, min_dbfs: float = -
     assert len(samples) >= 2000, f"{what}: only {len(samples)} samples"
     heard = ma.dominant_frequency(samples, ma.RATE)
     level = ma.tone_dbfs(samples, ma.RATE, freq)
-    assert abs(heard - freq) < 10 and level > min_dbfs, f"{what}: dominant {heard:.0f} Hz, {freq:.0f} Hz at {level:.1f} dBFS"
+    assert abs(heard - freq) < 10 and level > min_dbfs, \
+        f"{what}: dominant {heard:.0f} Hz, {freq:.0f} Hz at {level:.1f} dBFS"
 
 
 # -- the background talk-off run -------------------------------------------------------------------------------
@@ -556,24 +535,6 @@ def test_we_put_the_caller_on_hold_with_music(server_factory, tmp_path, assets, 
 
 # -- ports and bad input ------------------------------------------------------------------------------------------
 
-def free_port_range(size: int, start: int = 21000, stop: int = 32000) -> int:
-    """The first ``size`` consecutive UDP ports, below the ephemeral range, that all bind right now."""
-    for low in range(start, stop - size, size):
-        sockets = []
-        try:
-            for port in range(low, low + size):
-                sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-                sockets.append(sock)
-                sock.bind(("0.0.0.0", port))
-            return low
-        except OSError:
-            continue
-        finally:
-            for sock in sockets:
-                sock.close()
-    raise RuntimeError("no free port range")
-
-
 def udp_ports_held(pid: int, low: int, high: int) -> list[int]:
     """UDP ports in [low, high] bound by sockets that process ``pid`` holds (from /proc)."""
     inodes = set()
@@ -595,7 +556,7 @@ def udp_ports_held(pid: int, low: int, high: int) -> list[int]:
 
 
 def test_hundred_calls_free_every_rtp_port(server_factory, tmp_path):
-    low = free_port_range(200)
+    low = free_udp_block(200)
     # SIPp's 100 calls at 20/s come from one address: above the default per-source rate of new calls.
     server = server_factory(f"media:\n  rtp_port_min: {low}\n  rtp_port_max: {low + 199}\n"
                             "server:\n  new_requests_per_source: 0\n")

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 import subprocess
-import time
 import urllib.error
 import urllib.request
 from email.message import Message
@@ -19,31 +17,12 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import SCENARIOS, free_port, require_tool, run_sipp
+from .conftest import SCENARIOS, free_port, free_udp_block, require_tool, run_sipp, sipp_log, sipp_messages
 
 pytestmark = pytest.mark.interop
 
 PAIRS = 2
 LONG_CALL_MS = 10000
-
-
-def free_port_block(count: int) -> int:
-    """An even port with the next ``count - 1`` ports free too (UDP), for the server's RTP range."""
-    for _ in range(200):
-        base = free_port() & ~1
-        sockets = []
-        try:
-            for offset in range(count):
-                sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-                sockets.append(sock)
-                sock.bind(("127.0.0.1", base + offset))
-            return base
-        except OSError:
-            continue
-        finally:
-            for sock in sockets:
-                sock.close()
-    raise RuntimeError("no free port block")
 
 
 def ports_config(rtp_min: int, callee_port: int) -> str:
@@ -64,7 +43,7 @@ def start_sipp_calls(server, cwd: Path, *args: str) -> subprocess.Popen:
     """SIPp in the background, its screen output to a file (a pipe nobody reads could fill up)."""
     cwd.mkdir(parents=True, exist_ok=True)
     command = [require_tool("sipp"), f"127.0.0.1:{server.sip_port}", "-i", "127.0.0.1", "-p", str(free_port()),
-               "-mp", str(free_port_block(4)), "-s", "1000", "-nostdin", "-trace_err", *args]
+               "-mp", str(free_udp_block(4)), "-s", "1000", "-nostdin", "-trace_err", *args]
     with (cwd / "sipp.out").open("w") as out:
         return subprocess.Popen(command, cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
 
@@ -102,7 +81,7 @@ def sipp_call_id(process: subprocess.Popen, number: int = 1) -> str:
 
 
 def test_no_free_rtp_port_answers_503_with_retry_after_and_leaks_nothing(server_factory, tmp_path):
-    server = server_factory(ports_config(free_port_block(2 * PAIRS), free_port()))
+    server = server_factory(ports_config(free_udp_block(2 * PAIRS), free_port()))
     holders = start_sipp_calls(server, tmp_path / "holders", "-sn", "uac", "-m", str(PAIRS), "-l", str(PAIRS),
                                "-r", "10", "-d", str(LONG_CALL_MS), "-timeout", "60", "-timeout_error")
     try:
@@ -114,14 +93,16 @@ def test_no_free_rtp_port_answers_503_with_retry_after_and_leaks_nothing(server_
         third_dir = tmp_path / "third"
         third_dir.mkdir()
         third = run_sipp([f"127.0.0.1:{server.sip_port}", "-sf", str(SCENARIOS / "uac_expect_503.xml"),
-                          "-i", "127.0.0.1", "-p", str(free_port()), "-mp", str(free_port_block(2)), "-s", "1000",
+                          "-i", "127.0.0.1", "-p", str(free_port()), "-mp", str(free_udp_block(2)), "-s", "1000",
                           "-m", "1", "-trace_msg"], cwd=third_dir, timeout=15)
         assert third.returncode == 0, third.output + server.log_tail()
-        trace = next(third_dir.glob("*_messages.log")).read_text(errors="replace")
+        trace = sipp_messages(third_dir)
         assert re.search(r"^SIP/2\.0 503 Service Unavailable\r?$", trace, re.MULTILINE), trace
         assert re.search(r"^Retry-After: *\d+\r?$", trace, re.MULTILINE), trace
         assert "SIP/2.0 180" not in trace and "SIP/2.0 200" not in trace, trace
-        third_call_id = re.search(r"^Call-ID: *(\S+)", trace, re.MULTILINE).group(1)
+        call_id_header = re.search(r"^Call-ID: *(\S+)", trace, re.MULTILINE)
+        assert call_id_header, trace
+        third_call_id = call_id_header.group(1)
 
         # The refused call is on record as such; the two holders are untouched; no port was taken.
         refused = server.get(f"/api/calls?sip_call_id={third_call_id}")["calls"]
@@ -154,7 +135,7 @@ def test_no_free_rtp_port_answers_503_with_retry_after_and_leaks_nothing(server_
         if holders.poll() is None:
             holders.kill()
             holders.wait()
-    assert holders.returncode == 0, (tmp_path / "holders" / "sipp.out").read_text(errors="replace")
+    assert holders.returncode == 0, sipp_log(tmp_path / "holders")
 
     # Everything back to zero once the holders hang up.
     server.wait_for(lambda: (h := server.get("/healthz"))["active_calls"] == 0 and h["rtp_ports_in_use"] == 0,
@@ -163,7 +144,7 @@ def test_no_free_rtp_port_answers_503_with_retry_after_and_leaks_nothing(server_
     assert reasons == ["caller_hangup", "caller_hangup", "no_media_ports"], reasons
     # The ports really came back: a new call is answered.
     again = run_sipp([f"127.0.0.1:{server.sip_port}", "-sn", "uac", "-i", "127.0.0.1", "-p", str(free_port()),
-                      "-mp", str(free_port_block(4)), "-s", "1000", "-m", "1", "-d", "500"],
+                      "-mp", str(free_udp_block(4)), "-s", "1000", "-m", "1", "-d", "500"],
                      cwd=tmp_path / "holders", timeout=20)
     assert again.returncode == 0, again.output
     server.wait_for(lambda: (h := server.get("/healthz"))["active_calls"] == 0 and h["rtp_ports_in_use"] == 0

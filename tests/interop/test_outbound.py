@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
-import struct
-import threading
 import time
 import urllib.request
 
@@ -16,7 +13,10 @@ from callbridge.media.codecs.g711 import ULAW_DECODE_TABLE
 
 from tests.support.postgres import database_url, postgres_cluster  # noqa: F401 - fixtures
 
+from tests.support.sse import SseClient as EventStream  # noqa: F401 - other tests import it from here
+
 from .conftest import SCENARIOS, free_port, start_sipp
+from .rtp_capture import RtpCapture
 
 pytestmark = pytest.mark.interop
 
@@ -26,7 +26,8 @@ TELEPHONE_EVENT_PT = 96  # what the SIPp scenario offers: the server must honour
 EVENT_NAMES = "0123456789*#"
 
 
-def outbound_config(uas_port: int, *, database_url: str | None = None, extra: str = "") -> str:
+def outbound_config(uas_port: int, *, database_url: str | None = None,  # noqa: F811 - callers pass it by the name
+                    extra: str = "") -> str:
     text = f"""
 outbound_trunks:
   - name: carrier
@@ -47,91 +48,25 @@ def dispatch_body(uas_port: int, **metadata) -> dict:
                          "participant_identity": "customer-1", **metadata}}
 
 
-class RtpSink:
-    """Stands in for the callee's media port: keeps every RTP packet the server sends."""
-
-    def __init__(self) -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.settimeout(0.2)
-        self.port = self.sock.getsockname()[1]
-        self.packets: list[tuple[float, int, int, bytes]] = []  # (arrival, payload type, timestamp, payload)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                data, _ = self.sock.recvfrom(2048)
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            if len(data) >= 12 and data[0] >> 6 == 2:
-                pt = data[1] & 0x7F
-                timestamp = struct.unpack("!I", data[4:8])[0]
-                self.packets.append((time.monotonic(), pt, timestamp, data[12:]))
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=2)
-        self.sock.close()
+class RtpSink(RtpCapture):
+    """Stands in for the callee's media port, and reads the digits and voice the server sent there."""
 
     def digits(self) -> str:
         """RFC 4733 §2.3: one event per RTP timestamp; take each timestamp's event code once."""
         seen: dict[int, str] = {}
-        for _, pt, timestamp, payload in self.packets:
-            if pt == TELEPHONE_EVENT_PT and payload and timestamp not in seen:
-                seen[timestamp] = EVENT_NAMES[payload[0]] if payload[0] < len(EVENT_NAMES) else "?"
+        for packet in self.packets:
+            code = packet.payload[0] if packet.payload else None
+            if packet.payload_type == TELEPHONE_EVENT_PT and code is not None and packet.timestamp not in seen:
+                seen[packet.timestamp] = EVENT_NAMES[code] if code < len(EVENT_NAMES) else "?"
         return "".join(seen[t] for t in sorted(seen))
 
     def voice_rms_after_dtmf(self) -> float:
-        last_event = max((arrival for arrival, pt, _, _ in self.packets if pt == TELEPHONE_EVENT_PT), default=0.0)
-        audio = b"".join(p for arrival, pt, _, p in self.packets if pt == 0 and arrival > last_event)
+        last_event = max((p.arrival for p in self.packets if p.payload_type == TELEPHONE_EVENT_PT), default=0.0)
+        audio = b"".join(p.payload for p in self.packets if p.payload_type == 0 and p.arrival > last_event)
         if not audio:
             return 0.0
         pcm = ULAW_DECODE_TABLE[np.frombuffer(audio, dtype=np.uint8)].astype(np.float64)
         return float(np.sqrt(np.mean(pcm ** 2)))
-
-
-class EventStream:
-    """Reads GET /api/events (SSE) in a thread and keeps every event."""
-
-    def __init__(self, http_port: int, call_id: str | None = None, token: str | None = None) -> None:
-        url = f"http://127.0.0.1:{http_port}/api/events" + (f"?call_id={call_id}" if call_id else "")
-        request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
-        self.response = urllib.request.urlopen(request, timeout=60)
-        assert self.response.headers["Content-Type"].startswith("text/event-stream")
-        self.events: list[dict] = []
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        try:
-            for raw in self.response:
-                line = raw.decode().rstrip("\n")
-                if line.startswith("data: "):
-                    self.events.append(json.loads(line[len("data: "):]))
-        except (OSError, ValueError, AttributeError):  # AttributeError: http.client, once closed under us
-            return
-
-    def statuses(self, call_id: str) -> list[str]:
-        return [e["data"]["status"] for e in self.events if e["call_id"] == call_id and e["type"] == "status"]
-
-    def wait_for(self, predicate, timeout: float, what: str):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if predicate():
-                return
-            time.sleep(0.05)
-        raise AssertionError(f"timed out waiting for {what}; events: {self.events}")
-
-    def close(self) -> None:
-        try:
-            self.response.close()
-        except OSError:
-            pass
 
 
 def run_callee(tmp_path, scenario: str, uas_port: int, rtp_port: int | None = None, talk_ms: int = 6000):
@@ -219,7 +154,8 @@ def test_max_call_duration_ends_the_call_with_bye(server_factory, tmp_path):
         sink.close()
         callee.kill()
         finish(callee, 5)
-    assert call["end_reason"] == "timeout", str([(e["type"], e.get("status") or e.get("detail") or e.get("role")) for e in call["events"]])
+    events = [(e["type"], e.get("status") or e.get("detail") or e.get("role")) for e in call["events"]]
+    assert call["end_reason"] == "timeout", events
     assert 2.5 < call["ended_at"] - call["answered_at"] < 5
     assert server.get("/healthz")["rtp_ports_in_use"] == 0
 
@@ -268,7 +204,7 @@ def test_api_needs_the_bearer_token_when_configured(server_factory):
     good = urllib.request.Request(f"http://127.0.0.1:{server.http_port}/api/calls",
                                   headers={"Authorization": f"Bearer {token}"})
     with urllib.request.urlopen(good, timeout=5) as response:
-        assert json.loads(response.read()) == {"calls": []}
+        assert json.loads(response.read())["calls"] == []
     # Health stays open for load balancers; metrics need the token (Prometheus: authorization.credentials_file).
     assert server.get("/healthz")["status"] == "ok"
     with pytest.raises(urllib.error.HTTPError) as denied:

@@ -9,18 +9,17 @@ the API must come out of it, decoded as 16 kHz G.722, as the digits pressed.
 from __future__ import annotations
 
 import re
-import socket
-import struct
 import subprocess
-import threading
 import time
+from itertools import pairwise
 
 import G722
 import numpy as np
 import pytest
 
 from . import media_assets as ma
-from .conftest import SCENARIOS, free_port, require_tool
+from .conftest import SCENARIOS, free_port, require_tool, sipp_log, sipp_messages
+from .rtp_capture import RtpCapture
 
 pytestmark = pytest.mark.interop
 
@@ -32,43 +31,6 @@ FRAME_BYTES = 160  # 20 ms at 64 kbit/s
 FRAME_TICKS = 160  # 20 ms at the 8000 Hz RTP clock
 DIGITS = "159"
 TALK_MS = 5000
-
-
-class RtpCapture:
-    """The callee's media port: keeps (payload type, sequence, timestamp, payload) of every RTP packet."""
-
-    def __init__(self) -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.settimeout(0.2)
-        self.port = self.sock.getsockname()[1]
-        self.packets: list[tuple[int, int, int, bytes]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                data = self.sock.recv(2048)
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            if len(data) >= 12 and data[0] >> 6 == 2:
-                sequence, timestamp = struct.unpack("!HI", data[2:8])
-                self.packets.append((data[1] & 0x7F, sequence, timestamp, ma.rtp_payload(data)))
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=2)
-        self.sock.close()
-
-
-def sipp_log(cwd) -> str:
-    """SIPp's screen and error log (a failed ereg check says which regexp did not match)."""
-    text = (cwd / "sipp.out").read_text(errors="replace")
-    return text + "".join(log.read_text(errors="replace") for log in cwd.glob("*_errors.log"))
 
 
 def test_outbound_offer_follows_the_configured_codecs_and_media_uses_the_answer(server_factory, tmp_path):
@@ -101,7 +63,7 @@ def test_outbound_offer_follows_the_configured_codecs_and_media_uses_the_answer(
     assert callee.returncode == 0, sipp_log(tmp_path) + server.log_tail()
 
     # What SIPp received, from its message trace: the INVITE's SDP in the configured order.
-    trace = next(tmp_path.glob("*_messages.log")).read_text(errors="replace")
+    trace = sipp_messages(tmp_path)
     invite = trace[trace.index("INVITE sip:"):]
     invite = invite[:invite.index("SIP/2.0 180")]
     assert re.search(rf"^m=audio \d+ RTP/AVP {EXPECTED_FORMATS}\r?$", invite, re.MULTILINE), invite
@@ -109,16 +71,17 @@ def test_outbound_offer_follows_the_configured_codecs_and_media_uses_the_answer(
     assert rtpmaps == [("9", "G722/8000"), ("8", "PCMA/8000"), ("0", "PCMU/8000"), ("101", "telephone-event/8000")]
 
     # What the callee's media port received: G.722 only, 20 ms frames on the 8000 Hz clock.
-    packets = sorted(capture.packets, key=lambda p: p[1])
+    packets = sorted(capture.packets, key=lambda p: p.sequence)
     assert len(packets) > 0.6 * TALK_MS / 20, f"only {len(packets)} RTP packets"
-    assert {pt for pt, _, _, _ in packets} == {G722_PT}, sorted({pt for pt, _, _, _ in packets})
-    assert all(len(payload) == FRAME_BYTES for _, _, _, payload in packets)
-    steps = {(b[2] - a[2]) % 2 ** 32 for a, b in zip(packets, packets[1:]) if b[1] == (a[1] + 1) % 2 ** 16}
+    assert {p.payload_type for p in packets} == {G722_PT}, sorted({p.payload_type for p in packets})
+    assert all(len(p.payload) == FRAME_BYTES for p in packets)
+    steps = {(b.timestamp - a.timestamp) % 2 ** 32 for a, b in pairwise(packets)
+             if b.sequence == (a.sequence + 1) % 2 ** 16}
     assert steps == {FRAME_TICKS}, steps
     # The digits went in-band (the answer had no telephone-event), so decoding the stream as
     # 16 kHz G.722 must give them back; at the wrong codec or rate these tones would be other keys.
     decoder = G722.G722(G722_RATE, 64000)
-    pcm = np.asarray(decoder.decode(b"".join(p for _, _, _, p in packets)), dtype=np.int16)
+    pcm = np.asarray(decoder.decode(b"".join(p.payload for p in packets)), dtype=np.int16)
     assert len(pcm) == len(packets) * 2 * FRAME_BYTES
     heard = ma.fft_dtmf_digits(pcm.astype(np.float64) / 32768, rate=G722_RATE)
     assert heard == DIGITS, heard

@@ -37,7 +37,9 @@ def test_builtin_uac_call_over_udp(server, tmp_path):
     assert call["answered_at"] is not None
     # The demo line plays a paced tone: about 50 packets a second while up.
     assert call["media"]["packets_sent"] >= 30
-    assert [e["type"] for e in call["events"]][:3] == ["status", "invite", "status"]
+    # Ringing, the INVITE, the demo line's route, then answered: in the order they happened.
+    assert [e["type"] for e in call["events"]][:4] == ["status", "invite", "route", "status"]
+    assert [e["status"] for e in call["events"] if e["type"] == "status"][:2] == ["ringing", "active"]
 
 
 def test_builtin_uac_call_over_tcp(server, tmp_path):
@@ -110,7 +112,8 @@ def test_server_sends_refer_and_completes_transfer(server, tmp_path):
         if uas.poll() is None:
             uas.kill()
     assert uas.returncode == 0, output
-    call = server.wait_for(lambda: (c := server.get(f"/api/calls/{call_id}"))["status"] == "hangup" and c, what="hangup")
+    call = server.wait_for(lambda: (c := server.get(f"/api/calls/{call_id}"))["status"] == "hangup" and c,
+                           what="hangup")
     assert call["end_reason"] == "transfer"
     progress = [e for e in call["events"] if e["type"] == "refer_progress"]
     assert progress[-1]["status"] == 200 and progress[-1]["final"]

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from callbridge.app.testcall_script import heard_matches
+from callbridge.simulator.script import heard_matches
 from callbridge.call.call import Call
 from callbridge.call.manager import CallManager, MediaPolicy
 from callbridge.call.trunks import TrunkTable

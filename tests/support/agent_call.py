@@ -1,6 +1,7 @@
 """A call's audio side, in process, for driving an AgentSession without SIP.
 
-``PacedStream`` has what a session uses of a real ``AudioStream``: the real
+``CallSide`` is the session's ``CallPort``; its ``PacedStream`` has what a
+real ``AudioStream`` gives the port: the real
 playback queue (so marks, flushes and barge-in cuts behave exactly as on a
 call), audio listeners for the caller's side, and a 20 ms clock that plays
 the agent's audio out and keeps it for the test to inspect.
@@ -10,10 +11,14 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 
+from callbridge.call.call import Call, Leg
+from callbridge.call.transcript import CallTranscript
+from callbridge.ivr.handoff import HandoffContext
 from callbridge.media.playback import Interrupted, PlaybackQueue
 from callbridge.media.sources import Source
 
@@ -74,14 +79,68 @@ class PacedStream:
         return sum(1 for frame in self.sent if np.abs(frame).max(initial=0) > 200) * FRAME_S
 
 
+def _test_call() -> Call:
+    return Call(direction="inbound", leg=Leg(session=SimpleNamespace(call_id="agent-test")))
+
+
+def _context() -> HandoffContext:
+    return HandoffContext(agent="test", caller_number="+15555550100", caller_name=None, called_number=None,
+                          language="en", reason="")
+
+
 @dataclass
 class CallSide:
-    """The ``io`` an AgentSession talks to: the stream, key presses, and a record of what happened."""
+    """The ``CallPort`` an AgentSession talks to: the stream, key presses, and a record of what happened.
+
+    The transcript sink is the real one over a real (SIP-less) Call, so what a test reads back
+    (``entries()``) is the call's own fold of the published events."""
 
     stream: PacedStream
     digits: asyncio.Queue = field(default_factory=asyncio.Queue)
     said: list[str] = field(default_factory=list)
-    transcript: list[dict[str, Any]] = field(default_factory=list)
+    notes: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    dtmf_sent: list[str] = field(default_factory=list)
+    transfers: list[str] = field(default_factory=list)
+    hung_up: str | None = None
+    call: Call = field(default_factory=_test_call)
+    context: HandoffContext = field(default_factory=_context)
+    _ended: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def __post_init__(self) -> None:
+        self.transcript = CallTranscript(self.call)
+
+    @property
+    def call_id(self) -> str:
+        return self.call.id
+
+    def entries(self) -> list[dict[str, Any]]:
+        return self.transcript.entries()
+
+    @property
+    def sample_rate(self) -> int:
+        return self.stream.sample_rate
+
+    def add_audio_listener(self, listener) -> None:
+        self.stream.audio_listeners.append(listener)
+
+    def remove_audio_listener(self, listener) -> None:
+        if listener in self.stream.audio_listeners:
+            self.stream.audio_listeners.remove(listener)
+
+    def play(self, source: Source) -> asyncio.Future:
+        return self.stream.play(source)
+
+    def mark(self) -> asyncio.Future:
+        return self.stream.mark()
+
+    def flush(self) -> Interrupted | None:
+        return self.stream.flush()
+
+    async def say(self, text: str, *, language: str, voice: str | None = None) -> None:
+        self.said.append(text)
+
+    async def say_line(self, text: str) -> None:
+        self.said.append(text)
 
     async def read_digit(self, timeout: float) -> str | None:
         try:
@@ -89,8 +148,26 @@ class CallSide:
         except TimeoutError:
             return None
 
-    async def say_line(self, text: str) -> None:
-        self.said.append(text)
+    def send_dtmf(self, digits: str) -> None:
+        self.dtmf_sent.append(digits)
+
+    async def transfer(self, target: str) -> bool:
+        self.transfers.append(target)
+        return True
+
+    async def hangup(self, reason: str) -> None:
+        self.hung_up = reason
+        self._ended.set()
+
+    async def ended(self, timeout: float | None = None) -> bool:
+        try:
+            await asyncio.wait_for(self._ended.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    def note(self, kind: str, **fields: Any) -> None:
+        self.notes.append((kind, fields))
 
 
 def tone(seconds: float, rate: int, freq: float = 300.0, level: int = 8000) -> np.ndarray:

@@ -29,7 +29,8 @@ from pathlib import Path
 import pytest
 
 PG_BIN_GLOB = "/usr/lib/postgresql/*/bin"
-MISSING = "PostgreSQL server binaries (initdb, pg_ctl under /usr/lib/postgresql/*/bin) not found: install postgresql (scripts/setup.sh does)"
+MISSING = ("PostgreSQL server binaries (initdb, pg_ctl under /usr/lib/postgresql/*/bin) not found: "
+           "install postgresql (scripts/setup.sh does)")
 SUPERUSER = "postgres"
 START_TIMEOUT_S = 30
 PORT_ATTEMPTS = 3
@@ -39,7 +40,8 @@ SERVER_OPTIONS = "-c fsync=off -c full_page_writes=off -c synchronous_commit=off
 
 def find_pg_bin() -> Path | None:
     """The newest installed PostgreSQL's bin dir, or None."""
-    candidates = [Path(p) for p in glob.glob(PG_BIN_GLOB) if (Path(p) / "initdb").exists() and (Path(p) / "pg_ctl").exists()]
+    candidates = [Path(p) for p in glob.glob(PG_BIN_GLOB)
+                  if (Path(p) / "initdb").exists() and (Path(p) / "pg_ctl").exists()]
 
     def major(path: Path) -> float:
         try:
@@ -70,7 +72,8 @@ class PostgresCluster:
             try:
                 user = pwd.getpwnam(SUPERUSER)
             except KeyError:
-                pytest.fail(f"running as root but there is no '{SUPERUSER}' system user to run PostgreSQL as: {MISSING}")
+                pytest.fail(f"running as root but there is no '{SUPERUSER}' system user to run PostgreSQL as: "
+                            f"{MISSING}")
             os.chown(self.root, user.pw_uid, user.pw_gid)
             self._run_as = ["runuser", "-u", SUPERUSER, "--"]
 
@@ -106,7 +109,8 @@ class PostgresCluster:
         import psycopg
 
         name = f"test_{os.getpid()}_{next(self._names)}"
-        with psycopg.connect(f"host=127.0.0.1 port={self.port} user={SUPERUSER} dbname=postgres", autocommit=True) as conn:
+        dsn = f"host=127.0.0.1 port={self.port} user={SUPERUSER} dbname=postgres"
+        with psycopg.connect(dsn, autocommit=True) as conn:
             conn.execute(f'CREATE DATABASE "{name}"')
         return self.url(name)
 

@@ -29,7 +29,7 @@ def invite(
     via_port: int = 5070,
 ) -> bytes:
     to = "<sip:demo@127.0.0.1:5060>" + (f";tag={to_tag}" if to_tag else "")
-    content = f"Content-Type: application/sdp\r\n" if body else ""
+    content = "Content-Type: application/sdp\r\n" if body else ""
     return (
         f"{method} sip:demo@127.0.0.1:5060 SIP/2.0\r\n"
         f"Via: SIP/2.0/UDP 127.0.0.1:{via_port};branch={branch};rport\r\n"

@@ -12,8 +12,8 @@ from callbridge.agent.brain.intents import IntentEngine
 from callbridge.agent.desk import DEMO_INTENTS, DEMO_INTENTS_BY_LANGUAGE
 from callbridge.agent.llm import ChatBrain, ChatConfig
 from callbridge.agent.local import DEFAULT_SILENCE_MS, LocalBackend
-from callbridge.agent.realtime import (ERROR_SESSION_EXPIRED, AgentAudio, BackendError, AgentTranscript, SessionSetup, SpeechStarted, ToolCall, TurnEnded,
-                                       TurnTiming, UserTranscript)
+from callbridge.agent.realtime import (AgentAudio, AgentTranscript, BackendError, ErrorCode, SessionSetup,
+                                       SpeechStarted, ToolCall, TurnEnded, TurnTiming, UserTranscript)
 from callbridge.media.resample import resample
 from callbridge.speech import Transcriber, synthesizer_for
 from tests.support.fake_openai import FakeOpenAI
@@ -201,4 +201,4 @@ async def test_a_local_session_limit_expires_like_a_cloud_one(models):
                            max_session_s=0.2)
     await backend.start(SessionSetup(instructions="", language="en", voice=None, tools=[]))
     events = [event async for event in backend.events()]  # ends by itself at the limit
-    assert [type(e) for e in events] == [BackendError] and events[0].code == ERROR_SESSION_EXPIRED
+    assert [type(e) for e in events] == [BackendError] and events[0].code == ErrorCode.SESSION_EXPIRED

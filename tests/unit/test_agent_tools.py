@@ -24,7 +24,7 @@ async def book_table(
     day: Literal["today", "tomorrow"],
     seating: Literal["inside", "terrace"] | None,
     note: Optional[str] = None,
-    tags: list[str] = (),  # noqa: B006 - not JSON, so not published as a default
+    tags: list[str] = (),  # type: ignore[assignment]  # noqa: B006 - not JSON, so not published as a default
     high_chair: bool = False,
     budget: float = 50.0,
 ) -> dict:
@@ -50,6 +50,16 @@ async def sleepy(seconds: float) -> str:
     """Sleep for a while."""
     await asyncio.sleep(seconds)
     return "awake"
+
+
+NAP_S = 0.2  # long against timer slop, short for the suite
+
+
+@tool
+async def nap() -> str:
+    """Sleep a known time."""
+    await asyncio.sleep(NAP_S)
+    return "rested"
 
 
 @tool
@@ -171,7 +181,7 @@ def test_sync_function_and_var_args_are_rejected() -> None:
         """Doc."""
 
     with pytest.raises(TypeError, match="async def"):
-        tool(sync)
+        tool(sync)  # type: ignore[arg-type]  # the mistake under test
     with pytest.raises(TypeError, match=r"\*args"):
         tool(star)
 
@@ -252,7 +262,14 @@ async def test_invoke_success_injects_context(registry, ctx) -> None:
     assert isinstance(result, ToolResult)
     assert result.ok and result.error is None
     assert result.value == {"guests": 2, "day": "today", "seating": None, "note": None, "caller": "+15555550100"}
-    assert result.duration_ms >= 0
+
+
+async def test_invoke_duration_is_the_tool_run_in_milliseconds(ctx) -> None:
+    # A tool that sleeps NAP_S: seconds (0.2), microseconds (200000) or a clock
+    # stopped before the await (~0) all fall outside these bounds.
+    result = await ToolRegistry([nap]).invoke("nap", {}, ctx)
+    assert result.ok and result.value == "rested"
+    assert NAP_S * 1000 - 1 <= result.duration_ms < NAP_S * 1000 + 1500, result.duration_ms
 
 
 async def test_invoke_accepts_json_string(registry, ctx) -> None:
@@ -301,7 +318,8 @@ async def test_invoke_empty_arguments_for_parameterless_tool(ctx) -> None:
         return "pong"
 
     registry = ToolRegistry([ping])
-    for empty in ("", None, {}):
+    empties: tuple[str | None | dict, ...] = ("", None, {})
+    for empty in empties:
         assert (await registry.invoke("ping", empty, ctx)).value == "pong"
 
 
@@ -316,7 +334,7 @@ async def test_invoke_timeout(registry, ctx) -> None:
     result = await registry.invoke("slow_thing", {"seconds": 5}, ctx)
     assert not result.ok
     assert result.error == "tool 'slow_thing' timed out after 0.05s"
-    assert result.duration_ms < 2000
+    assert 50 - 1 <= result.duration_ms < 2000  # waited the tool's 0.05 s timeout, not its 5 s
     assert (await registry.invoke("slow_thing", {"seconds": 0}, ctx)).value == "awake"
 
 

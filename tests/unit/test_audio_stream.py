@@ -85,8 +85,8 @@ async def test_paced_packets_carry_a_continuous_rtp_timeline(pair):
     assert all(pt == 0 for _, pt, _, _ in got)
     seqs = [s for *_, s, _ in got]
     stamps = [t for *_, t in got]
-    assert all((b - a) % 65536 == 1 for a, b in zip(seqs, seqs[1:]))
-    assert all((b - a) % 2**32 == 160 for a, b in zip(stamps, stamps[1:]))
+    assert all((b - a) % 65536 == 1 for a, b in zip(seqs, seqs[1:], strict=False))
+    assert all((b - a) % 2**32 == 160 for a, b in zip(stamps, stamps[1:], strict=False))
 
 
 async def test_dtmf_is_sent_as_rfc4733_with_three_end_packets(pair):

@@ -18,7 +18,9 @@ from alembic.runtime.migration import MigrationContext
 
 from callbridge.app.store import AsyncCallStore, CallStore, StoreClosed, database_url as resolve_url
 from callbridge.app.store.schema import metadata
-from tests.support.postgres import database_url, postgres_cluster  # noqa: F401  (fixtures)
+from tests.support import postgres
+
+database_url, postgres_cluster = postgres.database_url, postgres.postgres_cluster  # fixtures
 
 VERSION_TABLE = "callbridge_alembic_version"
 
@@ -54,6 +56,7 @@ def call_record(call_id: str = "call-1", **changes) -> dict:
         "handoff": {"intent": "orders", "slots": {"order": "A-17"}},
         "transcript": [],
         "media": {"codec": "PCMU", "packets_in": 1234, "jitter_ms": 3.25},
+        "worker": "worker-a",
     }
     record.update(changes)
     return record
@@ -67,9 +70,34 @@ def test_open_migrates_to_head_and_reopens(database_url, tmp_path):
     try:
         assert again.get_call("call-1")["caller"] == "+15550100001"
         with again.engine.connect() as connection:
-            assert connection.execute(sa.text(f"SELECT version_num FROM {VERSION_TABLE}")).scalar() == "0001"
+            assert connection.execute(sa.text(f"SELECT version_num FROM {VERSION_TABLE}")).scalar() == "0002"
     finally:
         again.close()
+
+
+def test_a_0001_database_upgrades_and_keeps_its_calls(database_url, tmp_path):
+    from alembic import command
+    from alembic.config import Config as AlembicConfig
+
+    from callbridge.app.store.engine import MIGRATIONS_DIR, create_engine
+
+    engine = create_engine(resolve_url(database_url, tmp_path))
+    config = AlembicConfig()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "0001")
+        connection.execute(sa.text("INSERT INTO calls (id, direction, status, created_at, extra, updated_at) "
+                                   "VALUES ('old-1', 'inbound', 'hangup', 1.5, '{}', 2.5)"))
+    engine.dispose()
+    store = CallStore.open(database_url, tmp_path)  # migrates 0001 -> 0002
+    try:
+        old = store.get_call("old-1")
+        assert old["status"] == "hangup" and old["worker"] is None
+        store.save_call(call_record("new-1"))
+        assert store.get_call("new-1")["worker"] == "worker-a"
+    finally:
+        store.close()
 
 
 def test_migration_creates_exactly_the_schema(store):
@@ -171,7 +199,8 @@ def test_trunks_save_list_delete(store):
     store.save_trunk("outbound", "telnyx", {"address": "sip.telnyx.com"})
     store.save_trunk("inbound", "twilio", {"numbers": ["+15550100009"]})  # replaces
     inbound = store.list_trunks("inbound")
-    assert [(t["kind"], t["id"], t["config"]) for t in inbound] == [("inbound", "twilio", {"numbers": ["+15550100009"]})]
+    assert [(t["kind"], t["id"], t["config"]) for t in inbound] == [
+        ("inbound", "twilio", {"numbers": ["+15550100009"]})]
     assert [t["id"] for t in store.list_trunks()] == ["twilio", "telnyx"]
     assert store.delete_trunk("inbound", "twilio") is True
     assert store.delete_trunk("inbound", "twilio") is False
@@ -318,3 +347,61 @@ async def test_reads_do_not_wait_behind_the_writer(tmp_path):
         await slow
     finally:
         await store.close()
+
+
+def saved_calls(store: CallStore) -> list[dict]:
+    """Five calls as the API would read them back, newest first: events and transcripts of
+    different lengths (none at all for one), and the odd values JSON columns keep exact."""
+    expected = []
+    for n in range(5):
+        call_id = f"c{n}"
+        said = [{"role": "user", "text": f"said {i}", "at": 1718000000.1 + i * 0.3} for i in range(n % 3)]
+        for entry in said:
+            store.append_transcript(call_id, entry)
+        events = [{"at": 1718000000.0 + n + i / 7, "type": f"e{i}", "n": i, "deep": {"x": [i, None]}}
+                  for i in range(n)]
+        for event in events:
+            store.append_event(call_id, event["type"], {k: v for k, v in event.items() if k not in ("at", "type")},
+                               event["at"])
+        record = call_record(call_id, created_at=1000.0 + n + 1 / 3, status="hangup" if n % 2 else "active",
+                             transcript=said)
+        store.save_call(record)
+        expected.append({**record, "events": events})
+    return expected[::-1]
+
+
+def test_list_call_records_are_whole_records_in_one_statement(store):
+    expected = saved_calls(store)
+    statements: list[str] = []
+
+    def count(_conn, _cursor, statement, *_args) -> None:
+        statements.append(statement)
+
+    sa.event.listen(store.engine, "before_cursor_execute", count)
+    try:
+        listed = store.list_call_records(limit=50)
+        assert len(statements) == 1
+        assert statements[0].lstrip().upper().startswith(("WITH", "SELECT"))
+        assert listed == expected  # exactly what was saved, floats included
+        assert store.list_call_records(limit=2, offset=1) == expected[1:3]
+        assert store.list_call_records(status="hangup") == [r for r in expected if r["status"] == "hangup"]
+        assert store.list_call_records(limit=0) == [] and store.list_call_records(limit=-1, offset=-5) == []
+        assert [r["id"] for r in store.list_call_records(limit=10**9, offset=-1)] == ["c4", "c3", "c2", "c1", "c0"]
+        assert [r["id"] for r in store.list_call_records(offset=4)] == ["c0"]
+        assert store.list_call_records(status="nonexistent") == []
+    finally:
+        sa.event.remove(store.engine, "before_cursor_execute", count)
+    # The same records get_call reads one at a time.
+    assert listed == [store.get_call(r["id"]) for r in expected]
+
+
+def test_a_cluster_workers_calls_and_the_unfinished_ones(store):
+    store.save_call(call_record("a1", worker="w1", status="active", created_at=1.0))
+    store.save_call(call_record("a2", worker="w1", status="hangup", created_at=2.0))
+    store.save_call(call_record("b1", worker="w2", status="ringing", created_at=3.0))
+    store.save_call(call_record("solo", worker=None, status="active", created_at=4.0))
+    assert [r["id"] for r in store.list_call_records(worker="w1")] == ["a2", "a1"]
+    assert [r["id"] for r in store.list_call_records(worker="w1", status="active")] == ["a1"]
+    assert store.list_call_records(worker="nobody") == []
+    assert store.unfinished_calls("w1") == ["a1"] and store.unfinished_calls("w2") == ["b1"]
+    assert store.unfinished_workers() == ["w1", "w2"]  # a call of no worker is no cluster's to end

@@ -108,7 +108,8 @@ def test_tone_under_quiet_speech_still_detected() -> None:
 @pytest.mark.parametrize("offset", [0.014, -0.014, 0.015, -0.015])
 def test_frequency_within_1_5_percent_accepted(offset: float) -> None:
     for digit, (low, high) in DIGIT_FREQS.items():
-        for lo, hi in ((low * (1 + offset), high), (low, high * (1 + offset)), (low * (1 + offset), high * (1 + offset))):
+        for lo, hi in ((low * (1 + offset), high), (low, high * (1 + offset)),
+                       (low * (1 + offset), high * (1 + offset))):
             assert digits(padded(dual_tone(lo, hi, 0.1))) == digit, (digit, lo, hi)
 
 
@@ -119,7 +120,8 @@ def test_frequency_beyond_3_5_percent_rejected(offset: float) -> None:
             assert digits(padded(dual_tone(lo, hi, 0.1))) == "", (lo, hi)
 
 
-@pytest.mark.parametrize(("twist_db", "accepted"), [(0, True), (4, True), (7, True), (-3, True), (10, False), (-6, False)])
+@pytest.mark.parametrize(("twist_db", "accepted"),
+                         [(0, True), (4, True), (7, True), (-3, True), (10, False), (-6, False)])
 def test_twist_limits(twist_db: float, accepted: bool) -> None:
     # positive = normal twist (high group louder), limit 8 dB; reverse limit 4 dB
     for digit in ALL_DIGITS:
@@ -355,7 +357,52 @@ def test_wav_reader_with_sox_output(tmp_path: Path) -> None:
     if sox is None:
         pytest.fail("sox not installed; scripts/setup.sh --test installs it")
     out = tmp_path / "tone.wav"
-    subprocess.run([sox, "-n", "-r", "22050", "-b", "16", "-c", "1", str(out), "synth", "0.2", "sine", "697"], check=True)
+    subprocess.run([sox, "-n", "-r", "22050", "-b", "16", "-c", "1", str(out), "synth", "0.2", "sine", "697"],
+                   check=True)
     pcm, rate = read_wav_mono16(out)
     assert rate == 22050 and pcm.size == 4410
     assert resample(pcm, rate, RATE).size == 1600
+
+
+# ---------------------------------------------------------------- the quiet-audio shortcut
+
+
+def _state(detector: InbandDtmfDetector) -> tuple:
+    return (detector._pending.tolist(), detector._pending_start, detector._candidate, detector._run,
+            detector._run_start, detector._active, detector._misses)
+
+
+def test_quiet_audio_skips_the_analysis(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Silence and line noise far below the weakest acceptable tone never reach the tone analysis...
+    detector = InbandDtmfDetector(RATE)
+
+    def analysed(*args: object) -> None:
+        raise AssertionError("quiet audio went through the tone analysis")
+
+    monkeypatch.setattr(detector, "_decide", analysed)
+    rng = np.random.default_rng(7)
+    for _ in range(50):
+        assert detector.feed(silence(0.02)) == []
+        assert detector.feed(rng.normal(0, 20, 160).astype(np.int16)) == []  # about -64 dBFS
+
+
+def test_the_shortcut_changes_nothing_a_full_analysis_would_find() -> None:
+    # ...and a detector without the shortcut, fed the same audio, ends every chunk in the same state,
+    # finding the same digits, weak ones included, at levels on both sides of the shortcut's threshold.
+    rng = np.random.default_rng(11)
+    pieces = []
+    for level_dbfs in (-60.0, -50.0, -40.0, -37.0, -35.0, -30.0):
+        pieces.append(rng.normal(0, 32768 * 10 ** (level_dbfs / 20), RATE // 4))
+        pieces.append(dual_tone(770.0, 1336.0, 0.08, amplitude_dbfs=level_dbfs, twist_db=0.0).astype(np.float64))
+        pieces.append(np.zeros(RATE // 10))
+    signal = np.clip(np.concatenate(pieces), -32768, 32767).astype(np.int16)
+    fast, full = InbandDtmfDetector(RATE), InbandDtmfDetector(RATE)
+    full._quiet_energy = -1.0  # every chunk analysed, as before the shortcut
+    found_fast, found_full = [], []
+    for start in range(0, signal.size, 160):
+        found_fast += fast.feed(signal[start:start + 160])
+        found_full += full.feed(signal[start:start + 160])
+        assert _state(fast) == _state(full), start
+    assert found_fast == found_full
+    # -35 and -30 dBFS pass; -40 and -37 are under the -36 dBFS minimum per tone
+    assert [d.digit for d in found_full] == ["5", "5"]

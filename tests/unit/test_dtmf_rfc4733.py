@@ -248,7 +248,8 @@ def test_a_new_ssrc_starts_a_new_timestamp_space():
     receiver = Rfc4733Receiver()
     digits = []
     for ssrc in (0x01020305, 0x01020306):
-        for duration, end, marker in ((160, False, True), (800, False, False), (1600, True, False), (1600, True, False)):
+        for duration, end, marker in ((160, False, True), (800, False, False),
+                                      (1600, True, False), (1600, True, False)):
             payload = TelephoneEvent(event=1, end=end, volume=10, duration=duration).pack()
             digits += receiver.feed(24400, marker, payload, ssrc)
     assert [d.digit for d in digits] == ["1", "1"]

@@ -58,10 +58,12 @@ HEAD = "flow: t\nstart: a\nnodes:\n"  # node `a` starts on line 4
     pytest.param("  a:\n    type: branch\n    when:\n      - if: {hours: {timezone: Europe/Paris, open: \"09:00\","
                  " close: 17:30}}\n        next: a\n    else: a\n", 7, 61, "put the time in quotes",
                  id="unquoted-time"),
-    pytest.param("  a:\n    type: branch\n    when:\n      - if:\n          hours:\n            timezone: Mars/Olympus\n"
+    pytest.param("  a:\n    type: branch\n    when:\n      - if:\n          hours:\n"
+                 "            timezone: Mars/Olympus\n"
                  "            open: \"09:00\"\n            close: \"17:00\"\n        next: a\n    else: a\n",
                  9, 13, "unknown timezone 'Mars/Olympus'", id="bad-timezone"),
-    pytest.param("  a:\n    type: branch\n    when:\n      - if: {hours: {timezone: UTC, days: mon-fry, open: \"09:00\","
+    pytest.param("  a:\n    type: branch\n    when:\n"
+                 "      - if: {hours: {timezone: UTC, days: mon-fry, open: \"09:00\","
                  " close: \"17:00\"}}\n        next: a\n    else: a\n", 7, 37, "unknown day 'fry'", id="bad-day"),
     pytest.param("  a:\n    type: agent\n    agent: sales\n    reason: x\n", 6, 5,
                  "unknown agent 'sales' (known: assistant)", id="unknown-agent"),
@@ -119,7 +121,8 @@ def test_broken_node(nodes, line, column, fragment):
     pytest.param("flow: t\nstart: a\nlanguage: english\nnodes:\n  a: {type: hangup}\n", 3, 1,
                  "'english' is not a language code", id="bad-language-code"),
     pytest.param("flow: t\nstart: a\nlanguages: [en, es]\nnodes:\n  a:\n    type: say\n    text: {es: Hola}\n"
-                 "    next: a\n", 7, 5, "has no 'en' text (the flow's default language)", id="missing-default-language"),
+                 "    next: a\n", 7, 5, "has no 'en' text (the flow's default language)",
+                 id="missing-default-language"),
     pytest.param("flow: t\nstart: a\nnodez:\n  a: {type: hangup}\n", 3, 1, "did you mean 'nodes'?",
                  id="top-level-typo"),
     pytest.param("flow: t\nstart: a\nnodes:\n  a: {type: hangup\n", 5, 1, "YAML syntax error", id="yaml-syntax"),

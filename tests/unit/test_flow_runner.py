@@ -18,7 +18,8 @@ FLOWS = Path(__file__).parent / "flows"
 
 
 def flow_of(nodes: str, *, head: str = ""):
-    text = "flow: t\nstart: start\n" + textwrap.dedent(head) + "nodes:\n" + textwrap.indent(textwrap.dedent(nodes), "  ")
+    text = ("flow: t\nstart: start\n" + textwrap.dedent(head)
+            + "nodes:\n" + textwrap.indent(textwrap.dedent(nodes), "  "))
     return load_flow_text(text, "t.yaml", agents={"assistant"}, trunks={"twilio"},
                           settings={"operator_uri": "sip:op@example.com"}, base_dir=FLOWS)
 
@@ -217,7 +218,8 @@ async def test_gather_timeout_goes_to_on_timeout():
 
 
 async def test_gather_speech_with_choices():
-    flow = gather_flow("speech", "choices: {\"yes\": confirmed, \"yes please\": keen, \"no\": declined}\n  hints: [account]")
+    flow = gather_flow("speech",
+                       "choices: {\"yes\": confirmed, \"yes please\": keen, \"no\": declined}\n  hints: [account]")
     _, io, _ = await run(flow, FakeIO(speech=[(4, "Yes, please!")]))
     assert io.said[-1] == "Got keen"
     listen = next(call for call in io.calls if call[0] == "listen")

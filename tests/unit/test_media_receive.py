@@ -26,7 +26,8 @@ def run(receiver: AudioReceiver, codec, audio: np.ndarray, packet_ms: int, *, dr
         packets.append((index * packet_ms / 1000, index, index * ts_per_packet, codec.encode(chunk)))
     if reorder:  # swap every other pair: arrives out of order by one packet
         for i in range(0, len(packets) - 1, 2):
-            packets[i], packets[i + 1] = (packets[i + 1][0] - 0.001, *packets[i][1:]), (packets[i][0], *packets[i + 1][1:])
+            packets[i], packets[i + 1] = ((packets[i + 1][0] - 0.001, *packets[i][1:]),
+                                          (packets[i][0], *packets[i + 1][1:]))
     out = []
     pending = sorted(packets)
     total_ticks = len(audio) // (codec.sample_rate // 50) + 15

@@ -6,21 +6,28 @@ import asyncio
 
 import pytest
 
+from types import SimpleNamespace
+
 from callbridge.app.events import EventBus, sse_frame
+from callbridge.call import events as ev
+from callbridge.call.call import Call, CallStatus, EndReason, Leg
 from callbridge.app.metrics import CallMetrics, Counter, Histogram, escape_label
 
 
 def test_call_metrics_render_counters_gauges_and_histograms():
     active = [2]
     metrics = CallMetrics(lambda: active[0], lambda: 4)
-    metrics.on_status("outbound", "dialing")
-    metrics.on_status("outbound", "dialing")
-    metrics.on_transcript({"role": "renewal"})
-    metrics.on_transcript({"role": "agent"})
-    metrics.on_call_ended({"direction": "outbound", "end_reason": "no_answer",
-                           "transcript": [{"role": "agent", "latency_ms": {"total": 800}},
-                                          {"role": "agent", "latency_ms": {"total": 4000}}, {"role": "user"}],
-                           "media": {"packets_received": 100, "packets_lost": 3, "jitter_ms": 4.0}})
+    call = Call(direction="outbound", leg=Leg(SimpleNamespace(call_id="sip-1")))
+    call.consumers.append(metrics)
+    call.publish(ev.StatusChanged(status=CallStatus.DIALING))
+    call.publish(ev.StatusChanged(status=CallStatus.DIALING))
+    call.publish(ev.SessionRenewed(turn=0, session=2, reason="scheduled", prepare_ms=1, handover_ms=1, replayed_ms=0))
+    call.publish(ev.TurnAdded(turn=1, role="agent", text="hello"))
+    for total in (800, 4000):
+        call.publish(ev.TurnLatency(turn=1, vad=0, stt=0, brain=0, tts_first_audio=0, total=total))
+    call.publish(ev.MediaStats(stats={"packets_received": 100, "packets_lost": 3, "jitter_ms": 4.0}))
+    call.publish(ev.StatusChanged(status=CallStatus.HANGUP, end_reason=EndReason.NO_ANSWER))
+    call.publish(ev.CallEnded(reason=EndReason.NO_ANSWER))
     text = metrics.render()
     lines = text.splitlines()
     assert "callbridge_active_calls 2" in lines and "callbridge_rtp_ports_in_use 4" in lines

@@ -17,11 +17,7 @@ from callbridge.agent.providers.openai_events import (
     session_update,
 )
 from callbridge.agent.realtime import (
-    ERROR_AUTH,
-    ERROR_INTERNAL,
-    ERROR_INVALID,
-    ERROR_SESSION_EXPIRED,
-    ERROR_THROTTLED,
+    ErrorCode,
     AgentAudio,
     AgentTranscript,
     BackendError,
@@ -184,12 +180,12 @@ def test_interrupt_after_the_response_finished_only_truncates() -> None:
 
 @pytest.mark.parametrize(("error", "code", "recoverable"), [
     ({"type": "invalid_request_error", "code": "session_expired",
-      "message": "Your session hit the maximum duration of 60 minutes."}, ERROR_SESSION_EXPIRED, True),
-    ({"type": "invalid_request_error", "code": "rate_limit_exceeded"}, ERROR_THROTTLED, True),
-    ({"type": "server_error", "code": None}, ERROR_INTERNAL, True),
-    ({"type": "invalid_request_error", "code": "invalid_value"}, ERROR_INVALID, True),
-    ({"type": "invalid_request_error", "code": "invalid_api_key"}, ERROR_AUTH, False),
-    ({}, ERROR_INTERNAL, True),
+      "message": "Your session hit the maximum duration of 60 minutes."}, ErrorCode.SESSION_EXPIRED, True),
+    ({"type": "invalid_request_error", "code": "rate_limit_exceeded"}, ErrorCode.THROTTLED, True),
+    ({"type": "server_error", "code": None}, ErrorCode.INTERNAL, True),
+    ({"type": "invalid_request_error", "code": "invalid_value"}, ErrorCode.INVALID, True),
+    ({"type": "invalid_request_error", "code": "invalid_api_key"}, ErrorCode.AUTH, False),
+    ({}, ErrorCode.INTERNAL, True),
 ])
 def test_errors_map_to_contract_codes(error: dict, code: str, recoverable: bool) -> None:
     assert map_error(error) == (code, recoverable)
@@ -201,7 +197,7 @@ def test_an_error_event_fails_the_session_but_a_cancel_race_does_not() -> None:
                                                            "code": "response_cancel_not_active"}}) == []
     assert not interpreter.failed
     [event] = interpreter.receive({"type": "error", "error": {"type": "server_error", "message": "boom"}})
-    assert isinstance(event, BackendError) and event.code == ERROR_INTERNAL and "boom" in event.message
+    assert isinstance(event, BackendError) and event.code == ErrorCode.INTERNAL and "boom" in event.message
     assert interpreter.failed
 
 

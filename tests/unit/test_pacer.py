@@ -59,7 +59,7 @@ async def test_slots_keep_their_turn_through_a_stall(stall_s):
     sequence = slot_sequence(log)
     # Never a slot twice in a row or out of turn: a stream is never ticked
     # twice in one frame nor passed over while the others are served.
-    assert all((b - a) % SLOTS == 1 for a, b in zip(sequence, sequence[1:])), sequence
+    assert all((b - a) % SLOTS == 1 for a, b in zip(sequence, sequence[1:], strict=False)), sequence
     streams = [stream for stream, _ in log]
     counts = [streams.count(stream) for stream in range(2 * SLOTS)]
     assert max(counts) - min(counts) <= 1, counts

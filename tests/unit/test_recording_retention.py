@@ -36,7 +36,8 @@ def test_no_policy_keeps_everything():
 
 
 def test_clean_a_directory(tmp_path):
-    for name, size, age_days in (("old.wav", 1000, 40), ("big.wav", 5000, 2), ("new.wav", 1000, 0), ("notes.txt", 9, 90)):
+    for name, size, age_days in (("old.wav", 1000, 40), ("big.wav", 5000, 2), ("new.wav", 1000, 0),
+                                 ("notes.txt", 9, 90)):
         path = tmp_path / name
         path.write_bytes(b"\0" * size)
         os.utime(path, (NOW - age_days * DAY_S, NOW - age_days * DAY_S))

@@ -6,12 +6,16 @@ import pytest
 
 from callbridge.sip.address import Address
 from callbridge.sip.digest import DigestVerifier, parse_credentials
+from callbridge.sip.endpoint import SipEndpoint
+from callbridge.sip.events import IncomingCall
 from callbridge.sip.message import Request, make_response
+from callbridge.sip.parser import parse_message
 from callbridge.sip.registration import (
     BACKOFF_MAX_SECONDS,
     Binding,
     Registered,
     Registration,
+    RegistrationEvent,
     RegistrationFailed,
     RegistrationState,
     Unregistered,
@@ -19,8 +23,9 @@ from callbridge.sip.registration import (
     refresh_delay,
 )
 from callbridge.sip.uri import SipUri
+from callbridge.sip.useragent import UserAgent, UserAgentConfig
 
-from .sipfixtures import Harness
+from .sipfixtures import PEER, Harness, invite
 
 REGISTRAR = Address("127.0.0.1", 5080, "udp")
 USERNAME, PASSWORD, REALM = "trunkuser", "trunk-s3cret", "carrier.example"
@@ -28,7 +33,8 @@ USERNAME, PASSWORD, REALM = "trunkuser", "trunk-s3cret", "carrier.example"
 
 def make_binding(**overrides) -> Binding:
     values = dict(name="carrier", registrar=SipUri(host="127.0.0.1", port=5080),
-                  aor=SipUri(host="carrier.example", user=USERNAME), contact=SipUri(host="127.0.0.1", user=USERNAME, port=5060),
+                  aor=SipUri(host="carrier.example", user=USERNAME),
+                  contact=SipUri(host="127.0.0.1", user=USERNAME, port=5060),
                   expires=600, username=USERNAME, password=PASSWORD, destination=REGISTRAR)
     values.update(overrides)
     return Binding(**values)
@@ -39,11 +45,14 @@ class RegistrarSide:
 
     def __init__(self, binding: Binding | None = None, jitter: float = 1.0) -> None:
         self.h = Harness()
-        self.registered_events: list = []
-        self.h.ua.on_registration_event = self.registered_events.append
         self.registration = Registration(binding or make_binding(), call_id="reg-call@test", from_tag="ftag",
                                          jitter=lambda: jitter, make_cnonce=lambda: "cafe0001")
         self.verifier = DigestVerifier(REALM, b"registrar-secret", algorithms=("MD5",))
+
+    @property
+    def registered_events(self) -> list:
+        """Registration changes, as the UA core reports them: through next_event(), like sessions."""
+        return [e for e in self.h.events if isinstance(e, RegistrationEvent)]
 
     def start(self) -> Request:
         self.h.ua.register(self.registration, self.h.now)
@@ -163,7 +172,8 @@ def test_stale_nonce_on_refresh_is_answered_again():
     side.challenge(refresh, stale=True)
     retry = side.only_request()
     credentials = parse_credentials(retry.headers.get("Authorization"))
-    assert credentials.nc == "00000001" and credentials.nonce != parse_credentials(refresh.headers.get("Authorization")).nonce
+    refreshed = parse_credentials(refresh.headers.get("Authorization"))
+    assert credentials.nc == "00000001" and credentials.nonce != refreshed.nonce
     side.grant(retry, 120)
     assert side.state() is RegistrationState.REGISTERED
 
@@ -387,3 +397,34 @@ def test_register_error_in_a_file_points_at_the_trunk(tmp_path):
     path.write_text("outbound_trunks:\n  - name: carrier\n    host: h\n    register:\n      expires: 60\n")
     with pytest.raises(SourceError, match="register.username"):
         load_config(path)
+
+
+def test_registration_events_come_out_of_next_event_in_order_with_session_events():
+    side = RegistrarSide()
+    request = authorised(side)
+    side.h.feed(invite())  # a call arrives between the challenge and the grant
+    side.grant(request, 120)
+    kinds = [type(e) for e in side.h.events]
+    assert kinds == [IncomingCall, Registered]
+
+
+async def test_endpoint_hands_registration_events_to_their_listener_and_session_events_to_the_owner():
+    session_events: list = []
+    registration_events: list = []
+    endpoint = SipEndpoint(UserAgent(UserAgentConfig(host="127.0.0.1")), session_events.append)
+    endpoint.on_registration_event = registration_events.append
+    await endpoint.start("127.0.0.1", udp_port=0)
+    try:
+        registration = Registration(make_binding(username=None, password=None), call_id="reg@test", from_tag="ftag")
+        endpoint.ua.register(registration, endpoint.now())
+        [(wire, _)] = endpoint.ua.datagrams_to_send()  # taken here instead of sent to the (absent) registrar
+        register = parse_message(wire)
+        assert isinstance(register, Request)
+        ok = make_response(register, 200, to_tag="regtag",
+                           headers=[("Contact", f"<{registration.binding.contact}>;expires=60")])
+        endpoint._on_datagram(ok.serialize(), REGISTRAR)  # what the transport does with a datagram
+        endpoint._on_datagram(invite(), PEER)
+        assert [type(e) for e in registration_events] == [Registered]
+        assert [type(e) for e in session_events] == [IncomingCall]
+    finally:
+        await endpoint.close()

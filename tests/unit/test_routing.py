@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from callbridge.app.config import config_from
-from callbridge.app.routing import Router
+from callbridge.app.routing import Route, RouteKind, Router, UnknownNumber, agent_route, parse_route
+from callbridge.call.events import Direction
 from callbridge.yamlsource import SourceError, load_yaml_text
 
 CONFIG = """
@@ -78,3 +79,21 @@ def test_bad_routing_config_is_rejected_at_its_line(text, line, reason):
         config_from(load_yaml_text(text, "c.yaml"))
     assert caught.value.position.line == line, str(caught.value)
     assert reason in str(caught.value)
+
+
+@pytest.mark.parametrize("word, direction, kind, name", [
+    ("sales", "inbound", RouteKind.FLOW, "sales"),
+    ("demo", "inbound", RouteKind.FLOW, "demo"),
+    ("tone", "inbound", RouteKind.TONE, "tone"),
+    (agent_route("assistant"), "outbound", RouteKind.AGENT, "assistant"),
+    (None, "outbound", RouteKind.LEG, None),  # a leg we dialled for a bridge
+    (None, "inbound", RouteKind.FLOW, None),  # nothing routed it: the phone line's default
+])
+def test_a_route_word_names_what_answers_the_call(word, direction, kind, name):
+    assert parse_route(word, Direction(direction)) == Route(kind, name)
+    assert agent_route("assistant") == "agent:assistant"  # the word the API has always shown
+
+
+def test_unknown_number_policy_is_an_enum():
+    assert router("reject").reject_unknown and not router("default").reject_unknown
+    assert {u.value for u in UnknownNumber} == {"default", "reject"}

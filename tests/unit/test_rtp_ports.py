@@ -71,7 +71,7 @@ def test_a_freed_pair_cools_down_behind_a_quarter_of_the_range():
 def test_ports_are_drawn_at_random_not_in_order():
     alloc = PortAllocator()  # the OS's CSPRNG, as in the server
     ports = [alloc.allocate() for _ in range(20)]
-    steps = {b - a for a, b in zip(ports, ports[1:])}
+    steps = {b - a for a, b in zip(ports, ports[1:], strict=False)}
     assert steps != {2}, ports  # the old allocator handed out 10000, 10002, 10004, ...
     assert len(set(ports)) == 20
     # Spread over the range: 20 draws from 5000 pairs all within 1000 of each other is a 1e-13 event.

@@ -12,7 +12,8 @@ from callbridge.sip.message import Request
 from callbridge.sip.parser import parse_message
 
 
-def message(n: int, body: bytes = b"", *, cl_name: str = "Content-Length", cl_value: str | None = None, cl_first: bool = False) -> bytes:
+def message(n: int, body: bytes = b"", *, cl_name: str = "Content-Length", cl_value: str | None = None,
+            cl_first: bool = False) -> bytes:
     cl = f"{cl_name}: {len(body) if cl_value is None else cl_value}"
     lines = [
         "OPTIONS sip:bob@example.com SIP/2.0",
@@ -75,7 +76,7 @@ def test_arbitrary_chunking(cuts):
     points = sorted(set(cuts) | {0, len(STREAM)})
     framer = StreamFramer()
     out: list[bytes] = []
-    for start, end in zip(points, points[1:]):
+    for start, end in zip(points, points[1:], strict=False):
         out += framer.feed(STREAM[start:end])
     assert b"".join(out) == STREAM and len(out) == 3
 

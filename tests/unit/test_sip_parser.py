@@ -294,7 +294,8 @@ def test_contact_star():
 
 def test_record_routes_in_order():
     msg = parse_message(
-        request("Record-Route: <sip:p1.example.com;lr>, <sip:p2.example.com;lr>", "Record-Route: <sip:p3.example.com;lr>")
+        request("Record-Route: <sip:p1.example.com;lr>, <sip:p2.example.com;lr>",
+                "Record-Route: <sip:p3.example.com;lr>")
     )
     assert [r.uri.host for r in msg.record_routes] == ["p1.example.com", "p2.example.com", "p3.example.com"]  # type: ignore[union-attr]
 
@@ -390,7 +391,8 @@ def test_cseq_forms():
     assert parse_cseq("0 INVITE") == CSeq(0, "INVITE")
     assert parse_cseq("  0042 \t  INVITE ") == CSeq(42, "INVITE")
     assert parse_cseq(f"{MAX_CSEQ} BYE") == CSeq(2**32 - 1, "BYE")
-    for bad in ("", "1", "INVITE", "1 INVITE x", "-1 INVITE", f"{2**32} INVITE", "1\xa0INVITE", "١ INVITE", "1 IN<VITE", "9" * 5000 + " INVITE"):
+    for bad in ("", "1", "INVITE", "1 INVITE x", "-1 INVITE", f"{2**32} INVITE", "1\xa0INVITE", "١ INVITE",
+                "1 IN<VITE", "9" * 5000 + " INVITE"):
         with pytest.raises(SipParseError):
             parse_cseq(bad)
 
@@ -444,7 +446,8 @@ def test_extension_method_and_tel_uri():
     assert msg.method == "PUBLISH" and str(msg.uri) == "tel:+1-201-555-0123"
 
 
-@pytest.mark.parametrize("line", ["SIP/2.0 99 Too small", "SIP/2.0 700 Too big", "SIP/2.0 2OO OK", "SIP/2.0 ٢٠٠ OK", "SIP/3.0 200 OK", "SIP/2.0  200 OK", "SIP/2.0"])
+@pytest.mark.parametrize("line", ["SIP/2.0 99 Too small", "SIP/2.0 700 Too big", "SIP/2.0 2OO OK", "SIP/2.0 ٢٠٠ OK",
+                                  "SIP/3.0 200 OK", "SIP/2.0  200 OK", "SIP/2.0"])
 def test_bad_status_lines_are_dropped(line):
     data = wire(line, *BASE, "CSeq: 1 INVITE")
     err = reject(data)
@@ -632,7 +635,8 @@ def test_make_response_copies_headers_and_adds_a_to_tag():
 
 
 def test_make_response_keeps_an_existing_to_tag():
-    req = parse_message(request().replace(b"To: Bob <sip:bob@biloxi.example.com>", b"To: <sip:bob@biloxi.example.com> ; tag = abc"))
+    req = parse_message(request().replace(b"To: Bob <sip:bob@biloxi.example.com>",
+                                          b"To: <sip:bob@biloxi.example.com> ; tag = abc"))
     resp = make_response(req, 200, to_tag="other")  # type: ignore[arg-type]
     assert resp.to_addr.tag == "abc"
     assert resp.headers.get("To") == req.headers.get("To")
@@ -648,7 +652,8 @@ def test_make_response_without_tag_and_record_route_rules():
 
 
 def test_reason_phrases_cover_the_common_codes():
-    for code in (100, 180, 183, 200, 400, 401, 403, 404, 405, 406, 407, 408, 415, 416, 420, 480, 481, 483, 486, 487, 488, 500, 501, 503, 505, 603):
+    for code in (100, 180, 183, 200, 400, 401, 403, 404, 405, 406, 407, 408, 415, 416, 420, 480, 481, 483, 486, 487,
+                 488, 500, 501, 503, 505, 603):
         assert REASON_PHRASES[code]
 
 

@@ -82,7 +82,7 @@ def feed_in_chunks(data: bytes, cuts: list[int]) -> None:
     points = sorted({0, len(data), *(c % (len(data) + 1) for c in cuts)})
     out: list[bytes] = []
     try:
-        for start, end in zip(points, points[1:]):
+        for start, end in zip(points, points[1:], strict=False):
             out += framer.feed(data[start:end])
     except SipParseError:
         return
@@ -125,7 +125,8 @@ _INTERESTING = [
 def mutated(draw) -> bytes:
     data = bytearray(draw(st.sampled_from(SEEDS)))
     for _ in range(draw(st.integers(min_value=1, max_value=4))):
-        op = draw(st.sampled_from(["flip", "insert", "delete", "truncate", "dup_line", "crlf_to_lf", "lf_to_crlf", "splice"]))
+        op = draw(st.sampled_from(["flip", "insert", "delete", "truncate", "dup_line", "crlf_to_lf", "lf_to_crlf",
+                                   "splice"]))
         size = len(data)
         pos = draw(st.integers(min_value=0, max_value=max(size - 1, 0)))
         if op == "flip" and size:
@@ -167,7 +168,9 @@ def test_mutated_messages_through_the_framer(data, cuts):
 
 # -- (c) SIP-ish header values ----------------------------------------------------------
 
-_SIPISH = st.sampled_from(list("aZ09 \t;,:=<>\"@[]?&%/\\.-_!~*'()+$#{}|^`") + ["é", "\u2028", "\x00", "\x7f", "٣", "²", "9" * 5000, "sip:", "<sip:", "%4", ";tag=", "SIP/2.0/UDP "])
+_SIPISH = st.sampled_from(list("aZ09 \t;,:=<>\"@[]?&%/\\.-_!~*'()+$#{}|^`")
+                          + ["é", "\u2028", "\x00", "\x7f", "٣", "²", "9" * 5000, "sip:", "<sip:", "%4", ";tag=",
+                             "SIP/2.0/UDP "])
 _VALUES = st.lists(_SIPISH, max_size=40).map("".join)
 _SLOTS = [
     "To", "From", "Via", "Contact", "CSeq", "Call-ID", "Max-Forwards", "Content-Length", "l",
@@ -198,7 +201,8 @@ def test_sipish_header_values(slot, value, ruri):
 @SETTINGS
 @given(_VALUES, _VALUES)
 def test_sipish_request_uris_and_addresses(user, params):
-    exercise(_template("To", f'"{user}" <sip:{user}@example.com;{params}>;{params}', f"sip:{user}@example.com;{params}"))
+    exercise(_template("To", f'"{user}" <sip:{user}@example.com;{params}>;{params}',
+                       f"sip:{user}@example.com;{params}"))
     exercise(_template("Contact", f"{user}, <sip:a@b>{params}", f"sip:{params}"))
 
 
@@ -210,10 +214,12 @@ _NUMBERS = st.one_of(
 
 
 @SETTINGS
-@given(_NUMBERS, st.sampled_from(["cseq", "max-forwards", "content-length", "l", "expires", "via-port", "uri-port", "status"]))
+@given(_NUMBERS, st.sampled_from(["cseq", "max-forwards", "content-length", "l", "expires", "via-port", "uri-port",
+                                  "status"]))
 def test_numeric_fields(number, where):
     if where == "status":
-        exercise(f"SIP/2.0 {number} OK\r\nVia: SIP/2.0/UDP h\r\nTo: <sip:a@b>\r\nFrom: <sip:a@b>\r\nCall-ID: c\r\nCSeq: 1 X\r\n\r\n".encode())
+        exercise(f"SIP/2.0 {number} OK\r\nVia: SIP/2.0/UDP h\r\nTo: <sip:a@b>\r\nFrom: <sip:a@b>\r\n"
+                 "Call-ID: c\r\nCSeq: 1 X\r\n\r\n".encode())
     elif where == "cseq":
         exercise(_template("CSeq", f"{number} OPTIONS", "sip:bob@example.com"))
     elif where == "via-port":
@@ -221,7 +227,8 @@ def test_numeric_fields(number, where):
     elif where == "uri-port":
         exercise(_template("To", f"<sip:bob@example.com:{number}>", f"sip:bob@example.com:{number}"))
     else:
-        name = {"max-forwards": "Max-Forwards", "content-length": "Content-Length", "l": "l", "expires": "Expires"}[where]
+        name = {"max-forwards": "Max-Forwards", "content-length": "Content-Length", "l": "l",
+                "expires": "Expires"}[where]
         exercise(_template(name, number, "sip:bob@example.com"))
         feed_in_chunks(_template(name, number, "sip:bob@example.com"), [7])
 
@@ -303,7 +310,8 @@ _extra_values = st.text(
     body=st.binary(max_size=200),
     compact_via=st.booleans(),
 )
-def test_generated_requests_round_trip(method, uri, to, frm, hops, call_id, number, max_forwards, extra, body, compact_via):
+def test_generated_requests_round_trip(method, uri, to, frm, hops, call_id, number, max_forwards, extra, body,
+                                       compact_via):
     req = Request(method=method, uri=uri)
     if compact_via:
         req.headers.add("v", ", ".join(str(v) for v in hops))

@@ -62,7 +62,8 @@ def test_limiter_admits_then_rejects_a_few_then_drops_and_counts():
     assert limiter.check("10.0.0.1", 0.5) is Verdict.DROP  # same reject window, already used up
     # A new window answers a few again, so a real proxy learns Retry-After.
     assert limiter.check("10.0.0.1", 10.6) is Verdict.ADMIT
-    assert [limiter.check("10.0.0.1", 10.6) for _ in range(5)] == [Verdict.ADMIT] + [Verdict.REJECT] * 3 + [Verdict.DROP]
+    verdicts = [limiter.check("10.0.0.1", 10.6) for _ in range(5)]
+    assert verdicts == [Verdict.ADMIT] + [Verdict.REJECT] * 3 + [Verdict.DROP]
     # Another source is untouched by the first one's flood.
     assert limiter.check("10.0.0.2", 10.6) is Verdict.ADMIT
 

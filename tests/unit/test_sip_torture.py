@@ -332,7 +332,8 @@ MESSAGES["mpart01"] = _wire(
     "Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK-d87543-4dade06d0bdb11ee-1--d87543-;rport\n"
     "Max-Forwards: 70\n"
     "Route: <sip:127.0.0.1:5080>\n"
-    "Identity: r5mwreLuyDRYBi/0TiPwEsY3rEVsk/G2WxhgTV1PF7hHuLIK0YWVKZhKv9Mj8UeXqkMVbnVq37CD+813gvYjcBUaZngQmXc9WNZSDNGCzA+fWl9MEUHWIZo1CeJebdY/XlgKeTa0Olvq0rt70Q5jiSfbqMJmQFteeivUhkMWYUA=\n"
+    "Identity: r5mwreLuyDRYBi/0TiPwEsY3rEVsk/G2WxhgTV1PF7hHuLIK0YWVKZhKv9Mj8UeXqkMVbnVq37CD+813gvYjcBUaZngQmXc9WNZ"
+    "SDNGCzA+fWl9MEUHWIZo1CeJebdY/XlgKeTa0Olvq0rt70Q5jiSfbqMJmQFteeivUhkMWYUA=\n"
     "Contact: <sip:fluffy@127.0.0.1:5070>\n"
     "To: <sip:kumiko@example.org>\n"
     "From: <sip:fluffy@example.com>;tag=2fb0dcc9\n"
@@ -1147,7 +1148,8 @@ def test_longreq_long_values_and_34_vias():
     }
     frm = msg.from_addr  # "F:" in addr-spec form: the params are the header's
     assert isinstance(frm.uri, SipUri) and frm.uri.user == _LONG_USER and frm.uri.params == {}
-    assert frm.params == {"tag": _LONG_TAG, _LONG_HPARAM_NAME.lower(): _LONG_HPARAM_VALUE, _LONG_VALUELESS.lower(): None}
+    assert frm.params == {"tag": _LONG_TAG, _LONG_HPARAM_NAME.lower(): _LONG_HPARAM_VALUE,
+                          _LONG_VALUELESS.lower(): None}
     assert msg.call_id == _LONG_CALL_ID
     assert msg.headers.get(_LONG_HEADER_NAME) == _LONG_HEADER_VALUE
     vias = msg.vias

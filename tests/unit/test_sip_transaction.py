@@ -48,7 +48,7 @@ def test_timer_e_caps_at_t2_for_non_invite():
         layer.handle_timer(deadline)
         if layer.datagrams_to_send():
             sends.append(deadline)
-    gaps = [round(b - a, 3) for a, b in zip([0.0] + sends, sends)]
+    gaps = [round(b - a, 3) for a, b in zip([0.0] + sends, sends, strict=False)]
     assert gaps[:4] == [0.5, 1.0, 2.0, 4.0] and set(gaps[4:]) == {4.0}
 
 
@@ -105,12 +105,15 @@ def test_outbound_401_is_answered_with_digest_once():
     sent = h.take()
     retry = next(m for m in sent if getattr(m, "method", None) == "INVITE")
     assert retry.cseq.number == 2
-    result = verifier.verify(retry.headers.get("Authorization"), method="INVITE", password_lookup={"alice": "pw"}.get, now=1.0)
+    result = verifier.verify(retry.headers.get("Authorization"), method="INVITE",
+                             password_lookup={"alice": "pw"}.get, now=1.0)
     assert result.ok
     # A second challenge for the retry is answered too; a third gives up.
-    h.feed(make_response(retry, 401, to_tag="x", headers=[("WWW-Authenticate", verifier.challenge(0.0))]).serialize(), CALLEE)
+    www_auth = [("WWW-Authenticate", verifier.challenge(0.0))]
+    h.feed(make_response(retry, 401, to_tag="x", headers=www_auth).serialize(), CALLEE)
     retry2 = next(m for m in h.take() if getattr(m, "method", None) == "INVITE")
-    h.feed(make_response(retry2, 401, to_tag="x", headers=[("WWW-Authenticate", verifier.challenge(0.0))]).serialize(), CALLEE)
+    h.feed(make_response(retry2, 401, to_tag="x", headers=[("WWW-Authenticate", verifier.challenge(0.0))]).serialize(),
+           CALLEE)
     assert isinstance(h.events[-1], ev.CallFailed) and h.events[-1].status == 401
 
 

@@ -139,7 +139,8 @@ async def test_udp_round_trip(make: Callable[..., SipTransports]) -> None:
     assert parse_message(inbox_a.messages[0][0]).headers.get("CSeq") == "1 OPTIONS"
 
 
-async def test_udp_oversize_datagram_dropped(make: Callable[..., SipTransports], caplog: pytest.LogCaptureFixture) -> None:
+async def test_udp_oversize_datagram_dropped(make: Callable[..., SipTransports],
+                                             caplog: pytest.LogCaptureFixture) -> None:
     inbox = Inbox()
     server = make(inbox, limits=TransportLimits(max_udp_message=1024))
     await server.start(HOST, udp_port=0)
@@ -166,7 +167,7 @@ async def test_udp_icmp_unreachable_is_not_fatal(make: Callable[..., SipTranspor
         a.send(options(), dead)  # loopback answers with ICMP port unreachable
         await asyncio.sleep(0.01)
     # Linux only reports ICMP errors to connected UDP sockets; feed one in directly.
-    a._udp_protocol.error_received(ConnectionRefusedError(111, "Connection refused"))  # type: ignore[union-attr]
+    a._udp.protocol.error_received(ConnectionRefusedError(111, "Connection refused"))  # type: ignore[union-attr]
     a.send(options(2), b.local_address("udp"))
     await inbox_b.wait(1)
     assert inbox_b.messages[0][0] == options(2)

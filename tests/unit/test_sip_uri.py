@@ -21,15 +21,18 @@ from callbridge.sip.uri import (
 # -- SIP and SIPS URIs --------------------------------------------------------------
 
 
+FULL_URI = "sip:alice:secretword@atlanta.example.com:5070;transport=TCP;lr?subject=project%20x&priority=urgent"
+
+
 def test_full_sip_uri():
-    uri = parse_uri("sip:alice:secretword@atlanta.example.com:5070;transport=TCP;lr?subject=project%20x&priority=urgent")
+    uri = parse_uri(FULL_URI)
     assert isinstance(uri, SipUri)
     assert uri.scheme == "sip"
     assert (uri.user, uri.password, uri.host, uri.port) == ("alice", "secretword", "atlanta.example.com", 5070)
     assert uri.params == {"transport": "TCP", "lr": None}
     assert uri.transport == "tcp"
     assert uri.headers == {"subject": "project%20x", "priority": "urgent"}
-    assert str(uri) == "sip:alice:secretword@atlanta.example.com:5070;transport=TCP;lr?subject=project%20x&priority=urgent"
+    assert str(uri) == FULL_URI
 
 
 @pytest.mark.parametrize(
@@ -133,7 +136,8 @@ def test_bad_uris(text):
 
 
 def test_other_schemes_are_opaque():
-    assert parse_uri("tel:+1-201-555-0123;phone-context=example.com") == AbsoluteUri("tel", "+1-201-555-0123;phone-context=example.com")
+    assert parse_uri("tel:+1-201-555-0123;phone-context=example.com") == \
+        AbsoluteUri("tel", "+1-201-555-0123;phone-context=example.com")
     assert parse_uri("URN:service:sos") == AbsoluteUri("urn", "service:sos")
     assert str(parse_uri("mailto:alice@example.com")) == "mailto:alice@example.com"
 
@@ -142,7 +146,8 @@ def test_other_schemes_are_opaque():
 
 
 def test_name_addr_forms():
-    quoted = parse_name_addr('"Alice \\"Al\\" Smith" <sip:alice@example.com;transport=tcp>;tag=88sja8x;+sip.instance="<urn:uuid:1>"')
+    quoted = parse_name_addr('"Alice \\"Al\\" Smith" <sip:alice@example.com;transport=tcp>'
+                             ';tag=88sja8x;+sip.instance="<urn:uuid:1>"')
     assert quoted.display_name == 'Alice "Al" Smith'
     assert quoted.uri.params == {"transport": "tcp"}  # type: ignore[union-attr]
     assert quoted.params == {"tag": "88sja8x", "+sip.instance": '"<urn:uuid:1>"'}
@@ -216,7 +221,8 @@ def test_name_addr_list_with_commas_in_quotes_and_uris():
 
 def test_via_forms():
     via = parse_via("SIP/2.0/UDP pc33.atlanta.example.com:5066;branch=z9hG4bK776asdhds;rport;received=192.0.2.1")
-    assert via == Via("UDP", "pc33.atlanta.example.com", 5066, {"branch": "z9hG4bK776asdhds", "rport": None, "received": "192.0.2.1"})
+    assert via == Via("UDP", "pc33.atlanta.example.com", 5066,
+                      {"branch": "z9hG4bK776asdhds", "rport": None, "received": "192.0.2.1"})
     assert via.protocol == "SIP/2.0" and via.has_magic_cookie
     assert str(via) == "SIP/2.0/UDP pc33.atlanta.example.com:5066;branch=z9hG4bK776asdhds;rport;received=192.0.2.1"
     spaced = parse_via("  sip / 2.0 / tcp   Host.Example.COM : 5060 ;  branch = z9hG4bKx  ")
@@ -302,7 +308,8 @@ def test_rfc5118_port_inside_and_outside_the_brackets():
 
 
 def test_rfc5118_received_with_and_without_brackets():
-    bracketed = parse_message(_register("sip:[2001:db8::10]", via_params=";received=[2001:db8::9:255];branch=z9hG4bKas3"))
+    bracketed = parse_message(_register("sip:[2001:db8::10]",
+                                        via_params=";received=[2001:db8::9:255];branch=z9hG4bKas3"))
     assert bracketed.top_via.params["received"] == "[2001:db8::9:255]"
     bare = parse_message(_register("sip:[2001:db8::10]", via_params=";received=2001:db8::9:255;branch=z9hG4bKas3"))
     assert bare.top_via.params["received"] == "2001:db8::9:255"

@@ -230,7 +230,8 @@ def test_digest_challenge_then_accept():
     (challenge,) = h.take()
     assert challenge.status == 401
     value = challenge.headers.get_all("WWW-Authenticate")[0]
-    auth = build_authorization(value, method="INVITE", uri="sip:127.0.0.1:5060", username="alice", password="pw", cnonce="c1")
+    auth = build_authorization(value, method="INVITE", uri="sip:127.0.0.1:5060", username="alice", password="pw",
+                               cnonce="c1")
     h.feed(invite(branch="z9hG4bK-inv2", cseq=2, extra=f"Authorization: {auth}\r\n"))
     assert h.statuses() == [100]
     assert isinstance(h.events[-1], ev.IncomingCall)

@@ -60,8 +60,8 @@ def test_render_synthesises_once_and_reuses_the_file(cache: PromptCache, calls: 
 
 def test_a_new_cache_on_the_same_directory_reuses_files(cache: PromptCache, calls: list[str]):
     cache.render(GREETING)
-    again = PromptCache(cache.directory,
-                        synthesizer_factory=lambda lang, voice: CountingSynthesizer(synthesizer_for(lang, voice), calls))
+    again = PromptCache(cache.directory, synthesizer_factory=lambda lang, voice: CountingSynthesizer(
+        synthesizer_for(lang, voice), calls))
     again.render(GREETING)
     assert len(calls) == 1
 
@@ -112,8 +112,8 @@ def test_pcm_at_telephone_rate(cache: PromptCache, calls: list[str]):
 
 
 def test_memory_is_bounded(tmp_path: Path, calls: list[str]):
-    cache = PromptCache(tmp_path, memory_entries=1,
-                        synthesizer_factory=lambda lang, voice: CountingSynthesizer(synthesizer_for(lang, voice), calls))
+    cache = PromptCache(tmp_path, memory_entries=1, synthesizer_factory=lambda lang, voice: CountingSynthesizer(
+        synthesizer_for(lang, voice), calls))
     first = cache.pcm(GREETING, 8000)
     cache.pcm(GREETING, 16000)  # evicts the 8 kHz copy
     assert cache.cached_pcm(GREETING, 8000) is None
@@ -149,3 +149,22 @@ async def test_pcm_async_matches_pcm(cache: PromptCache):
     pcm = await cache.pcm_async(spec, 8000)
     assert pcm is cache.pcm(spec, 8000)
     assert await cache.pcm_async(spec, 8000) is pcm
+
+
+async def test_a_prompt_on_disk_loads_while_every_speech_thread_is_busy(tmp_path: Path, calls: list[str]):
+    import threading
+
+    from callbridge.offload import SPEECH_WORKERS, run_speech
+
+    factory = lambda lang, voice: CountingSynthesizer(synthesizer_for(lang, voice), calls)  # noqa: E731
+    PromptCache(tmp_path / "prompts", synthesizer_factory=factory).render(GREETING)
+    restarted = PromptCache(tmp_path / "prompts", synthesizer_factory=factory)  # on disk, not in memory
+    gate = threading.Event()
+    busy = [asyncio.ensure_future(run_speech(gate.wait, 10)) for _ in range(SPEECH_WORKERS + 2)]
+    try:
+        # A transcription burst holds the speech pool; a rendered prompt is file work and still loads.
+        pcm = await asyncio.wait_for(restarted.pcm_async(GREETING, 8000), 5)
+    finally:
+        gate.set()
+        await asyncio.gather(*busy)
+    assert pcm is restarted.pcm(GREETING, 8000) and calls == [GREETING.text]

@@ -17,7 +17,7 @@ from callbridge.media.codecs import codec_for
 from callbridge.media.stream import AudioStream
 from callbridge.rtp.ports import PortAllocator
 from callbridge.rtp.socket import RtpSocket
-from callbridge.rtp.srtp import KEY_SALT_LEN, CryptoAttribute, SrtpContext, SrtpError, new_crypto, parse_crypto
+from callbridge.rtp.srtp import KEY_SALT_LEN, SrtpContext, SrtpError, new_crypto, parse_crypto
 from callbridge.sip.sdp import NotAcceptable, apply_answer, build_offer, crypto_values, negotiate_answer, parse_sdp
 
 # RFC 4568 §9.1 (first line without its MKI: we take single-key attributes only).

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from callbridge.app.testcall_script import (ExpectHangup, ExpectHeard, ExpectTransfer, Hangup, Press, Say, Wait,
+from callbridge.simulator.script import (ExpectHangup, ExpectHeard, ExpectTransfer, Hangup, Press, Say, Wait,
                                             WaitForPrompt, heard_matches, load_script, load_script_text,
                                             normalize_text)
 from callbridge.yamlsource import SourceError
@@ -84,7 +84,8 @@ BAD_SCRIPTS = [
     # (script, line, column, words the message must contain)
     pytest.param(HEAD + "  - wait_for_prompt\n  - pres: \"1\"\n", 4, 5, "unknown step 'pres'; did you mean 'press'",
                  id="unknown-step"),
-    pytest.param(HEAD + "  - wait_for_prompt: {timeout: 5, quite: 1}\n", 3, 35, "unknown wait_for_prompt option 'quite'",
+    pytest.param(HEAD + "  - wait_for_prompt: {timeout: 5, quite: 1}\n", 3, 35,
+                 "unknown wait_for_prompt option 'quite'",
                  id="unknown-option"),
     pytest.param("steps:\n  - hangup\n", 1, 1, "no target", id="missing-target"),
     pytest.param(HEAD + "  - press: \"12x\"\n", 3, 5, "'x' is not a key", id="bad-digits"),
@@ -97,11 +98,13 @@ BAD_SCRIPTS = [
                  id="caller-number-unquoted"),
     pytest.param("target: sip:demo@127.0.0.1\nheaders: {Call-ID: x}\nsteps: [hangup]\n", 2, 11, "set by callbridge",
                  id="reserved-header"),
-    pytest.param("target: sip:demo@127.0.0.1\ntimeout: -1\nsteps: [hangup]\n", 2, 1, "more than 0", id="negative-timeout"),
+    pytest.param("target: sip:demo@127.0.0.1\ntimeout: -1\nsteps: [hangup]\n", 2, 1, "more than 0",
+                 id="negative-timeout"),
     pytest.param("target: sip:demo@127.0.0.1\nsteps: []\n", 2, 1, "non-empty list", id="no-steps"),
     pytest.param(HEAD + "  - press: \"1\"\n    say: hi\n", 3, 5, "exactly one kind", id="two-kinds-in-one-step"),
     pytest.param(HEAD + "  - expect_heard:\n", 3, 5, "words to listen for", id="expect-heard-without-text"),
-    pytest.param(HEAD + "  - expect_heard: [\"press 1\", \"\"]\n", 3, 31, "words to listen for", id="empty-alternative"),
+    pytest.param(HEAD + "  - expect_heard: [\"press 1\", \"\"]\n", 3, 31, "words to listen for",
+                 id="empty-alternative"),
     pytest.param(HEAD + "  - wait\n", 3, 5, "number of seconds", id="wait-without-seconds"),
     pytest.param(HEAD + "  - wait: soon\n", 3, 5, "number of seconds", id="wait-not-a-number"),
     pytest.param(HEAD + "  - hangup: now\n", 3, 5, "takes no options", id="hangup-with-options"),
@@ -156,7 +159,7 @@ def _heard(pattern: str):
     """HeardAudio from a string: "#" is a loud 20 ms frame, "." a silent one."""
     import numpy as np
 
-    from callbridge.app.testcall import HeardAudio
+    from callbridge.simulator.heard import HeardAudio
 
     heard = HeardAudio(8000)
     for mark in pattern:

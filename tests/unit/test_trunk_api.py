@@ -10,25 +10,27 @@ import pytest
 
 from callbridge.app.config import Config, SourceError, config_from
 from callbridge.app.dispatch import DispatchError, parse_dispatch
-from callbridge.app.http import build_http_app
 from callbridge.app.server import Server
-from callbridge.app.store import AsyncCallStore, CallStore
+from callbridge.app.store import CallStore
 from callbridge.yamlsource import Located
 
+# register: off, so start() sends no REGISTER off this machine; the block is still listed (passwords masked).
 CONFIG_TRUNKS = {
     "inbound_trunks": [{"name": "office", "allowed_cidrs": ["10.0.0.0/8"],
                         "auth": {"username": "pbx", "password": "in-secret"}}],
     "outbound_trunks": [{"name": "carrier", "host": "sip.example.com", "username": "acct", "password": "out-secret",
-                         "register": {"password": "reg-secret"}}],
+                         "register": {"enabled": False, "password": "reg-secret"}}],
 }
 API_OUTBOUND = {"name": "backup", "host": "127.0.0.1", "port": 5090, "username": "u1", "password": "p1",
                 "numbers": ["+15550001111"]}
 API_INBOUND = {"name": "twilio", "numbers": ["+15550109999"], "allowed_cidrs": ["127.0.0.0/8"],
                "auth": {"username": "tw", "password": "tw-secret"}, "flow": "tone"}
+# The default flow: one that hangs up, so start() has no agent models to preload (the demo's take seconds).
+DEFAULT_FLOW = "hang-up"
 
 
 class Running:
-    """A Server's HTTP app and store, as start() wires them, without sockets."""
+    """A Server after the real Server.start(), and an HTTP client talking to its API port."""
 
     def __init__(self, server: Server, client: httpx.AsyncClient) -> None:
         self.server = server
@@ -36,20 +38,22 @@ class Running:
 
 
 async def open_server(data_dir: Path, extra: dict | None = None, *, authorised: bool = True) -> Running:
-    config = Config.model_validate({"server": {"data_dir": str(data_dir)}, **CONFIG_TRUNKS, **(extra or {})})
+    flow = data_dir.parent / f"{DEFAULT_FLOW}.yaml"
+    flow.write_text(f"flow: {DEFAULT_FLOW}\nstart: bye\nnodes:\n  bye: {{type: hangup}}\n")
+    config = Config.model_validate({
+        "server": {"data_dir": str(data_dir), "host": "127.0.0.1", "sip_port": 0, "http_port": 0},
+        "prompts": {"prerender": False}, "flows": {DEFAULT_FLOW: str(flow)},
+        "routing": {"default_flow": DEFAULT_FLOW}, **CONFIG_TRUNKS, **(extra or {})})
     server = Server(config)
-    server.store = AsyncCallStore(CallStore.open(None, data_dir))
-    await server.trunk_directory.load(server.store)
-    # The server's own name and port: the guard refuses any other Host.
+    bound = await server.start()  # the store, the trunk directory, SIP and HTTP, as `callbridge serve` does
     headers = {"Authorization": f"Bearer {server.api_token}"} if authorised else {}
-    client = httpx.AsyncClient(transport=httpx.ASGITransport(app=build_http_app(server)),
-                               base_url="http://127.0.0.1:8080", headers=headers)
+    client = httpx.AsyncClient(base_url=f"http://127.0.0.1:{bound.http}", headers=headers)
     return Running(server, client)
 
 
 async def close_server(running: Running) -> None:
     await running.client.aclose()
-    await running.server.store.close()
+    await running.server.stop()
 
 
 @pytest.fixture(autouse=True)
@@ -189,7 +193,7 @@ async def test_inbound_api_trunk_takes_effect_for_new_calls(api):
     server = api.server
     table = server.calls.trunks  # the table the call manager and the UA's auth hook consult
     assert [t.name for t in table.trunks] == ["office"]
-    assert server.router.flow_for("twilio", "+15550109999") == "demo"  # unknown trunk: the default flow
+    assert server.router.flow_for("twilio", "+15550109999") == DEFAULT_FLOW  # unknown trunk: the default flow
     assert (await api.client.post("/api/trunks/inbound", json=API_INBOUND)).status_code == 201
     assert [t.name for t in table.trunks] == ["office", "twilio"]  # config trunks match first
     policy = table.trunks[1]
@@ -201,7 +205,7 @@ async def test_inbound_api_trunk_takes_effect_for_new_calls(api):
     assert table.trunks[1] is policy
     assert (await api.client.delete("/api/trunks/inbound/twilio")).status_code == 204
     assert [t.name for t in table.trunks] == ["office"]
-    assert server.router.flow_for("twilio", "+15550109999") == "demo"
+    assert server.router.flow_for("twilio", "+15550109999") == DEFAULT_FLOW
 
 
 async def test_api_trunks_survive_a_restart(tmp_path):
@@ -239,7 +243,8 @@ async def test_stored_trunks_the_config_now_owns_or_that_no_longer_validate_are_
         listing = (await running.client.get("/api/trunks")).json()
         outbound = by_name(listing["outbound"])
         assert sorted(outbound) == ["backup", "carrier"] and outbound["carrier"]["source"] == "config"
-        assert running.server.trunk_directory.outbound("carrier").port == 5060  # the config's, not the stored one
+        carrier = running.server.trunk_directory.outbound("carrier")
+        assert carrier is not None and carrier.port == 5060  # the config's, not the stored one
         assert sorted(by_name(listing["inbound"])) == ["office"]
     finally:
         await close_server(running)
@@ -252,7 +257,7 @@ async def test_the_trunk_api_needs_the_bearer_token(tmp_path):
         assert (await running.client.get("/api/trunks")).status_code == 401
         assert (await running.client.post("/api/trunks/outbound", json=API_OUTBOUND)).status_code == 401
         assert (await running.client.delete("/api/trunks/outbound/carrier")).status_code == 401
-        assert await running.server.store.list_trunks() == []
+        assert running.server.store is not None and await running.server.store.list_trunks() == []
         reply = await running.client.post("/api/trunks/outbound", json=API_OUTBOUND,
                                           headers={"Authorization": f"Bearer {token}"})
         assert reply.status_code == 201

@@ -156,7 +156,8 @@ def test_verify_accepts_any_listed_signature_and_never_raises_on_junk():
     body = b"{}"
     good = sign(SECRET, 1000, body).split(",")[1]
     assert verify(SECRET, f"t=1000,v1={'0' * 64},{good}", body, now=1000)  # secret rotation
-    for junk in ["", "garbage", "t=1000", good, "t=abc," + good, "t=,v1=", "t=1000,v1=zz", ",,,", "t=1000,v0=" + "0" * 64]:
+    for junk in ["", "garbage", "t=1000", good, "t=abc," + good, "t=,v1=", "t=1000,v1=zz", ",,,",
+                 "t=1000,v0=" + "0" * 64]:
         assert verify(SECRET, junk, body, now=1000) is False
 
 
@@ -182,7 +183,7 @@ def test_outbox_needs_the_async_store(tmp_path):
 
 # -- delivery ------------------------------------------------------------------
 
-async def test_delivers_signed_json_once(database_url, tmp_path):
+async def test_delivers_signed_json_once(database_url, tmp_path):  # noqa: F811 - pytest fixture
     store = AsyncCallStore(CallStore.open(database_url, tmp_path))
     outbox = outbox_for(store)
     try:
@@ -260,7 +261,8 @@ async def test_gives_up_after_max_attempts_and_keeps_the_row(store):
     finally:
         await outbox.close()
     assert len(receiver.requests) == 3
-    assert (row["attempts"], row["last_error"], row["next_attempt_at"], row["delivered_at"]) == (3, "HTTP 500", None, None)
+    assert (row["attempts"], row["last_error"], row["next_attempt_at"], row["delivered_at"]) == \
+        (3, "HTTP 500", None, None)
     assert row["failed_at"] is not None
     assert await store.list_outbox(pending_only=True) == []
     assert await store.outbox_next_due() is None
@@ -303,7 +305,7 @@ async def test_enqueue_wakes_the_loop_before_the_next_poll(store):
         await eventually(row_where(store, other, lambda r: r["delivered_at"]), "woken delivery", timeout=2.0)
 
 
-async def test_pending_deliveries_survive_a_restart(database_url, tmp_path):
+async def test_pending_deliveries_survive_a_restart(database_url, tmp_path):  # noqa: F811 - pytest fixture
     port = free_port()
     url = f"http://127.0.0.1:{port}/hook"
     # Before the restart: one delivery attempted and failed, one never attempted.

@@ -3,14 +3,14 @@
 The data lives in a real SQLite file so the demo exercises the same shape of
 work a production tool does: blocking I/O, kept off the event loop.
 
-Wiring: the runtime puts an :class:`OrdersDb` in
+Wiring: the desk puts an :class:`OrdersDb` in
 ``ToolContext.extras["orders_db"]`` for every call that offers
-:func:`lookup_order`.
+:func:`lookup_order`; the server makes one only when some agent lists that
+tool (the demo line's agent does).
 """
 
 from __future__ import annotations
 
-import asyncio
 import re
 import sqlite3
 from collections.abc import Iterator
@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from os import PathLike
 from typing import Any
 
+from ..offload import run_store
 from .tools import ToolContext, tool
 
 ORDERS_DB_KEY = "orders_db"  # ToolContext.extras key holding the OrdersDb
@@ -45,7 +46,7 @@ class OrdersDb:
     """A small orders table in a SQLite file, created and seeded on first open.
 
     Each operation opens its own connection, so the object can be used from
-    any worker thread (``asyncio.to_thread``) without sharing a connection.
+    any worker thread (``offload.run_store``) without sharing a connection.
     """
 
     def __init__(self, path: str | PathLike[str]) -> None:
@@ -107,7 +108,7 @@ async def lookup_order(ctx: ToolContext, order_id: str) -> dict:
     if not digits:
         # an error the model can act on: ask the caller for the number again
         raise ValueError(f"{order_id!r} contains no order number digits")
-    row = await asyncio.to_thread(db.lookup, digits)
+    row = await run_store(db.lookup, digits)
     if row is None:
         return {"found": False, "order_id": digits}
     status, detail = row["status"], row["detail"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .realtime import HistoryLimits
+from .realtime import HistoryLimits, SessionSetup
 
 ROLE_FOR_ENTRY = {"user": "user", "agent": "assistant"}
 
@@ -27,6 +27,30 @@ def conversation_turns(transcript: list[dict[str, Any]]) -> list[dict[str, str]]
         if role is not None and text:
             turns.append({"role": role, "text": text})
     return turns
+
+
+def unanswered_user_turn(transcript: list[dict[str, Any]], *, cut_short: bool) -> tuple[str | None, int | None]:
+    """The caller's last words if no complete answer followed them, and the agent turn to mark
+    ``cut_by_error`` (if any).
+
+    ``cut_short``: the session failed mid-answer, so an agent entry after those words is only
+    the start of an answer the caller never got (that entry is the one returned to mark)."""
+    cut = None
+    for index in range(len(transcript) - 1, -1, -1):
+        role = transcript[index].get("role")
+        if role == "agent":
+            if not cut_short:
+                return None, cut
+            cut, cut_short = index, False  # only the answer in progress was cut
+        elif role == "user":
+            return transcript[index].get("text") or None, cut
+    return None, cut
+
+
+def primed_setup(setup: SessionSetup, turns: list[dict[str, str]], limits: HistoryLimits) -> SessionSetup:
+    """The first session's setup for a renewed one: the conversation so far, fitted; no greeting."""
+    return SessionSetup(instructions=setup.instructions, language=setup.language, voice=setup.voice,
+                        tools=setup.tools, history=fit_history(turns, limits), greeting=None)
 
 
 def fit_history(turns: list[dict[str, str]], limits: HistoryLimits) -> list[dict[str, str]]:

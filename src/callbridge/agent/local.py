@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from ..offload import run_speech
 from ..speech.tts import Synthesizer, synthesize_stream
 from .llm import ChatBrain, ChatError, SentenceReady, run_turn
 from ..speech.utterance import UtteranceDetector
@@ -35,7 +36,7 @@ from .realtime import (
     AgentAudio,
     AgentEvent,
     AgentTranscript,
-    ERROR_SESSION_EXPIRED,
+    ErrorCode,
     BackendError,
     HistoryLimits,
     SessionSetup,
@@ -184,7 +185,7 @@ class LocalBackend:
 
     def _expire(self) -> None:
         # Behaves like a cloud session reaching its limit, so renewal can be shown offline.
-        self._emit(BackendError("local session limit reached", code=ERROR_SESSION_EXPIRED))
+        self._emit(BackendError("local session limit reached", code=ErrorCode.SESSION_EXPIRED))
         self._closed = self._expired = True
         self._events.put_nowait(None)
 
@@ -295,7 +296,7 @@ class LocalBackend:
         while (sentence := await sentences.get()) is not None:
             self._emit(AgentTranscript(sentence, turn_id))
             brain_done = time.monotonic()
-            for pcm in await asyncio.to_thread(lambda text=sentence: list(synthesize_stream(self.synthesizer, text))):
+            for pcm in await run_speech(_synthesize_all, self.synthesizer, sentence):
                 if first:
                     self._emit(TurnTiming(brain_ms=(brain_done - thinking) * 1000,
                                           tts_first_ms=(time.monotonic() - brain_done) * 1000, **timing))
@@ -312,7 +313,7 @@ class LocalBackend:
             if slots:
                 match = Match(pending.intent, pending.score, {**pending.slots, **slots}, missing)
         if match is None:
-            match = await asyncio.to_thread(self.brain.match, text)
+            match = await run_speech(self.brain.match, text)
         if match.is_fallback:
             return self.brain.reply(match), None
         if match.missing:
@@ -347,7 +348,7 @@ class LocalBackend:
         first = True
         while True:
             # Each sentence is synthesised in a worker thread while the last one plays.
-            pcm = await asyncio.to_thread(next, chunks, None)
+            pcm = await run_speech(next, chunks, None)
             if pcm is None:
                 break
             if first and timing is not None and started is not None:
@@ -393,3 +394,8 @@ class _ToolsThroughSession:
             return _ToolResultText(await asyncio.wait_for(future, TOOL_RESULT_TIMEOUT_S))
         except TimeoutError:
             return _ToolResultText(json.dumps({"error": "the tool did not answer in time"}))
+
+
+def _synthesize_all(synthesizer: Synthesizer, text: str) -> list[np.ndarray]:
+    """Every chunk of ``text``'s audio (run in the speech pool: it is the slow part)."""
+    return list(synthesize_stream(synthesizer, text))

@@ -11,6 +11,8 @@ Audio in both directions is 16-bit mono PCM at the rate the back end states
 
 from __future__ import annotations
 
+import asyncio
+import enum
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
@@ -19,6 +21,17 @@ import numpy as np
 
 
 # -- what a back end emits ----------------------------------------------------------------
+
+class ErrorCode(enum.StrEnum):
+    """Why a provider session failed; the values are the words the transcript's error notes carry."""
+
+    SESSION_EXPIRED = "session_expired"  # the provider's session-length limit (Nova: modelTimeoutException)
+    THROTTLED = "throttled"
+    UNAVAILABLE = "unavailable"  # connection refused or reset, 5xx, serviceUnavailable
+    AUTH = "auth"  # bad credentials or signature: retrying cannot help
+    INVALID = "invalid_request"  # the provider rejected what we sent
+    INTERNAL = "internal"  # the model failed mid-stream; a fresh session usually works
+
 
 @dataclass(frozen=True, slots=True)
 class AgentAudio:
@@ -66,21 +79,15 @@ class TurnEnded:
 class BackendError:
     """Something failed; ``recoverable`` False means the session must fall back.
 
-    ``code`` is one of the ``ERROR_*`` names below, so the session can tell an
+    ``code`` is an :class:`ErrorCode`, so the session can tell an
     expired session (renew now) from throttling (back off) from bad credentials
     (give up at once)."""
 
     message: str
     recoverable: bool = True
-    code: str | None = None
+    code: ErrorCode | None = None
 
 
-ERROR_SESSION_EXPIRED = "session_expired"  # the provider's session-length limit (Nova: modelTimeoutException)
-ERROR_THROTTLED = "throttled"
-ERROR_UNAVAILABLE = "unavailable"  # connection refused or reset, 5xx, serviceUnavailable
-ERROR_AUTH = "auth"  # bad credentials or signature: retrying cannot help
-ERROR_INVALID = "invalid_request"  # the provider rejected what we sent
-ERROR_INTERNAL = "internal"  # the model failed mid-stream; a fresh session usually works
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +122,7 @@ AgentEvent = (AgentAudio | UserTranscript | AgentTranscript | ToolCall | SpeechS
 class ProviderError(Exception):
     """Raised by ``start()`` when a session cannot be opened; ``code`` as in :class:`BackendError`."""
 
-    def __init__(self, message: str, *, code: str = ERROR_UNAVAILABLE, recoverable: bool = True) -> None:
+    def __init__(self, message: str, *, code: ErrorCode = ErrorCode.UNAVAILABLE, recoverable: bool = True) -> None:
         super().__init__(message)
         self.code = code
         self.recoverable = recoverable
@@ -165,3 +172,20 @@ class RealtimeBackend(Protocol):
     # provider session, so a failed or server-ended session loses no caller audio.
     def withdraw_unsent_audio(self) -> np.ndarray: ...
     async def close(self) -> None: ...
+
+
+# Loop turns a writer yields before each audio write: enough for bytes already on our socket (or a
+# CRT callback already queued) to reach the reader, which marks a session the server has ended.
+READER_CATCH_UP_TURNS = 3
+
+
+async def let_reader_catch_up() -> None:
+    """Give the reader the loop before writing caller audio.
+
+    Neither provider acknowledges input audio, so audio written after the server ended a session
+    is lost. Under load a writer could send several queued chunks in one loop turn while the
+    end already sat unread on the socket; yielding first narrows that window to the network's
+    own transit time, whatever the load."""
+    for _ in range(READER_CATCH_UP_TURNS):
+        await asyncio.sleep(0)
+

@@ -53,9 +53,10 @@ def load_or_create_token(data_dir: Path) -> ApiToken:
     with os.fdopen(fd, "w") as file:
         file.write(token + "\n")
     os.chmod(path, TOKEN_FILE_MODE)  # whatever the umask did
-    message = f"generated an API token, stored in {path} (mode 0600); send it as 'Authorization: Bearer {token}'"
-    print(f"callbridge: {message}", flush=True)
-    log.warning(message, extra={"token_file": str(path)})
+    # Shown once, on stdout for the person starting the server; the logs name the file, never the secret.
+    print(f"callbridge: generated an API token, stored in {path} (mode 0600); "
+          f"send it as 'Authorization: Bearer {token}'", flush=True)
+    log.warning("generated an API token (mode 0600 file)", extra={"token_file": str(path)})
     return ApiToken(token, path, created=True)
 
 

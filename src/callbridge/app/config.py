@@ -2,19 +2,26 @@
 
 Every error names file:line:column (see :mod:`callbridge.yamlsource`); the
 CLI prints it and exits with status 2.
+
+One module although it is over 500 lines: it is the schema of one YAML file, a
+class per section in the file's order, so read top to bottom it is the reference
+for every key (the ``cluster:`` section lives in app/cluster/config.py).
 """
 
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from ..sip.headers import COMPACT_FORMS, LIST_HEADERS, canonical_name
 from ..yamlsource import Located, Position, SourceError, load_yaml
+from .cluster.config import ClusterConfig
+from ..sip.address import proxy_address
 
-DEFAULT_OPERATOR_URI = "sip:operator@127.0.0.1:5099"
 # SRTP with SDES keys (call/srtp_policy.py): auto = optional over TLS signalling, off over UDP/TCP.
 SrtpMode = Literal["required", "optional", "off", "auto"]
 SRTP_DESCRIPTION = ("SRTP (SDES, RFC 4568): required | optional | off | auto (optional over TLS, off otherwise); "
@@ -50,11 +57,45 @@ class ServerConfig(_Strict):
         10.0, ge=0, description="dialog-creating requests (INVITE, OPTIONS, REGISTER...) per second per source IP; "
                                 "beyond it a few get 503 + Retry-After, the rest are dropped; 0 = no limit")
     new_requests_burst: float = Field(20.0, ge=1, description="how many of those a source may send at once")
+    trusted_proxies: list[str] = Field(
+        default_factory=list, description="CIDRs of SIP proxies (e.g. Kamailio) whose source header names the "
+                                          "caller's real address; from anyone else that header is ignored")
+    source_header: str = Field("X-Source-IP", pattern=r"^[A-Za-z0-9-]+$",
+                               description="header a trusted proxy puts the caller's address in: "
+                                           "'X-Source-IP: 203.0.113.5;port=5060;proto=udp'")
+    drain_deadline_s: float = Field(600.0, ge=0, description="a draining worker ends the calls still up "
+                                                              "this long after the drain began, then exits")
     nice: int | None = Field(None, ge=-20, le=19,
-                             description="process priority; negative runs media ahead of other work (needs root/CAP_SYS_NICE)")
+                             description="process priority; negative runs media ahead of other work "
+                                         "(needs root/CAP_SYS_NICE)")
     user_agent: str = Field("callbridge", min_length=1, max_length=100, pattern=r"^[\x21-\x7e][\x20-\x7e]*$",
                             description="product named in SIP User-Agent/Server headers; no version by default, "
                                         "so scanners cannot tell which release runs")
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxy_cidrs(cls, values: list[str]) -> list[str]:
+        # Strict: "10.0.0.5/8" (host bits set) is a typo that would trust a whole /8.
+        for value in values:
+            try:
+                network = ipaddress.ip_network(value)
+            except ValueError as exc:
+                raise ValueError(f"{exc}: write a network such as 10.0.0.0/24, or one proxy as 10.0.0.5/32") from None
+            if network.prefixlen == 0:
+                raise ValueError(f"{value!r} trusts every address: anyone could name any caller")
+        return values
+
+    @field_validator("source_header")
+    @classmethod
+    def _own_header(cls, value: str) -> str:
+        # The header is removed from every request: it must not be one the SIP core reads.
+        known = {name.lower() for name in COMPACT_FORMS.values()} | LIST_HEADERS | {
+            "from", "to", "call-id", "cseq", "max-forwards", "content-length", "content-type", "authorization",
+            "proxy-authorization", "www-authenticate", "session-expires", "min-se", "rseq", "rack", "event",
+            "subscription-state", "refer-to", "referred-by", "retry-after", "expires", "user-agent", "server"}
+        if len(value) == 1 or canonical_name(value).lower() in known:
+            raise ValueError(f"{value!r} is a SIP header; use a header of the proxy's own, such as X-Source-IP")
+        return value
 
     @model_validator(mode="after")
     def _tls_needs_cert(self) -> "ServerConfig":
@@ -154,7 +195,10 @@ class MediaConfig(_Strict):
 
 
 class DemoConfig(_Strict):
-    operator_uri: str = DEFAULT_OPERATOR_URI
+    operator_uri: str | None = Field(
+        None, description="where transfers to a person go (the demo flow's operator, the agents' "
+                          "transfer_to_human); default: none, or the demo's local test operator while the demo "
+                          "line answers calls")
 
 
 # Flows every install has: the demo line, and a 440 Hz test tone (a "milliwatt"
@@ -232,7 +276,18 @@ class OutboundTrunk(_Strict):
     registration: TrunkRegisterConfig | None = Field(None, alias="register")
     policy: DialPolicyConfig = Field(default_factory=DialPolicyConfig)
     srtp: SrtpMode | None = Field(None, description=SRTP_DESCRIPTION + "; default: media.srtp")
+    outbound_proxy: str | None = Field(
+        None, max_length=255, description="send this trunk's calls through a SIP proxy (e.g. the cluster's Kamailio), "
+                                          "e.g. sip:10.0.0.10:5060;transport=udp: the INVITE goes there with a "
+                                          "pre-loaded Route (RFC 3261 §8.1.2)")
     _srtp_yaml_off = field_validator("srtp", mode="before")(_srtp_off)
+
+    @field_validator("outbound_proxy")
+    @classmethod
+    def _proxy_is_a_sip_uri(cls, value: str | None) -> str | None:
+        if value is not None:
+            proxy_address(value)  # raises ValueError with the reason
+        return value
 
     @model_validator(mode="after")
     def _srtp_needs_tls(self) -> "OutboundTrunk":
@@ -275,8 +330,9 @@ class AgentConfig(_Strict):
     nova_sonic: dict[str, Any] = Field(default_factory=dict, description="Nova Sonic settings (docs/NOVA_SONIC.md)")
     openai_realtime: dict[str, Any] = Field(default_factory=dict, description="OpenAI Realtime settings")
     voice: str | None = Field(None, description="local: a piper or espeak-ng voice; cloud: the provider's voice")
-    tools: list[str] | None = Field(None, description="built-in tools it may use; default all: "
-                                                      "lookup_order, transfer_to_human, end_call, send_dtmf")
+    tools: list[str] | None = Field(None, description="built-in tools it may use: lookup_order (the demo's), "
+                                                      "transfer_to_human, end_call, send_dtmf; default: the last "
+                                                      "three (the demo line's agent: all four)")
     fallback: Literal["transfer", "holding"] = Field(
         "transfer", description="when the provider stays down: apologise, then transfer to the operator or hold")
     dispatch: Literal["auto", "explicit"] = Field(
@@ -307,8 +363,9 @@ class AgentConfig(_Strict):
 class ApiConfig(_Strict):
     """The HTTP API's defences (docs/SECURITY.md): a token always, our names only, bounded bodies and connections."""
 
-    token: str | None = Field(None, min_length=16, description="bearer token every request but GET /healthz must "
-                                                               "carry; default: generated once into <data_dir>/api_token")
+    token: str | None = Field(None, min_length=16,
+                              description="bearer token every request but GET /healthz must carry; "
+                                          "default: generated once into <data_dir>/api_token")
     allowed_hosts: list[str] = Field(default_factory=list, description="more Host names the API answers to: "
                                                                        "'name' (any port) or 'name:port'")
     allowed_origins: list[str] = Field(default_factory=list, description="browser origins that may call the API, "
@@ -320,6 +377,8 @@ class ApiConfig(_Strict):
     max_connections_per_client: int = Field(32, ge=1, le=100_000, description="open connections from one address "
                                                                               "(an IPv6 /64); more are closed")
     max_connections: int = Field(512, ge=1, le=1_000_000, description="open HTTP connections in all")
+    session_hours: float = Field(12.0, gt=0, le=24 * 30, description="how long a console sign-in lasts "
+                                                                   "(a signed cookie; a new token ends them all)")
 
     @field_validator("allowed_hosts")
     @classmethod
@@ -340,6 +399,42 @@ class ApiConfig(_Strict):
             if parse_origin(value) is None:
                 raise ValueError(f"{value!r} is not an origin like https://dashboard.example or http://host:8080")
         return values
+
+
+class IceServerConfig(_Strict):
+    urls: list[str] = Field(min_length=1, description="stun:host:port or turn:host:port?transport=udp|tcp "
+                                                      "(turns: for TLS)")
+    username: str | None = Field(None, min_length=1, description="TURN username")
+    credential: str | None = Field(None, min_length=1, description="TURN password")
+
+    @field_validator("urls")
+    @classmethod
+    def _ice_urls(cls, values: list[str]) -> list[str]:
+        for value in values:
+            if not value.startswith(("stun:", "turn:", "turns:")) or len(value) > 512:
+                raise ValueError(f"{value!r} is not a stun:, turn: or turns: URL")
+        return values
+
+    @model_validator(mode="after")
+    def _turn_needs_credentials(self) -> "IceServerConfig":
+        if any(u.startswith(("turn:", "turns:")) for u in self.urls) and not (self.username and self.credential):
+            raise ValueError("urls: a TURN server needs username and credential")
+        return self
+
+
+class WebRtcConfig(_Strict):
+    """The browser softphone (/phone): calls from a browser through aiortc, routed like SIP calls."""
+
+    enabled: bool = Field(True, description="serve POST /api/webrtc/calls (the /phone page's calls)")
+    max_calls: int = Field(20, ge=1, le=10_000, description="browser calls up at once (they count in "
+                                                           "server.max_calls too); beyond it 503")
+    ice_servers: list[IceServerConfig] = Field(
+        default_factory=list, description="STUN/TURN servers for browsers that cannot reach this host directly "
+                                          "(none by default: host candidates only, e.g. on a LAN)")
+    connect_timeout_s: float = Field(15.0, gt=0, le=120, description="a browser not connected (ICE + DTLS) "
+                                                                     "this long after its offer is dropped")
+    gather_timeout_s: float = Field(8.0, gt=0, le=60, description="ICE gathering (STUN/TURN answers) longer "
+                                                                  "than this: the offer gets 503")
 
 
 class WebhooksConfig(_Strict):
@@ -388,8 +483,9 @@ class SecurityConfig(_Strict):
     ban_seconds: float = Field(600.0, gt=0, description="first ban; each repeat offence doubles it")
     max_ban_seconds: float = Field(86400.0, gt=0, description="longest a repeated ban grows")
     max_tracked: int = Field(10000, ge=10, le=1_000_000, description="sources and usernames remembered at most")
-    secret_key_file: Path | None = Field(None, description="key for trunk passwords at rest (32 bytes, base64); "
-                                                           "default: $CALLBRIDGE_SECRET_KEY, else <data_dir>/secret.key")
+    secret_key_file: Path | None = Field(None,
+                                         description="key for trunk passwords at rest (32 bytes, base64); "
+                                                     "default: $CALLBRIDGE_SECRET_KEY, else <data_dir>/secret.key")
 
     @model_validator(mode="after")
     def _ordered(self) -> "SecurityConfig":
@@ -413,6 +509,8 @@ class Config(_Strict):
     database: DatabaseConfig = Field(default_factory=DatabaseConfig)
     security: SecurityConfig = Field(default_factory=SecurityConfig)
     outbound: OutboundConfig = Field(default_factory=OutboundConfig)
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig)
+    webrtc: WebRtcConfig = Field(default_factory=WebRtcConfig)
     source: str | None = Field(None, exclude=True)
 
     @model_validator(mode="after")
@@ -489,7 +587,7 @@ def _deepest_known(located: Located, path: tuple, parts: list[str]) -> tuple:
     return path
 
 
-def _describe(error: dict) -> str:
+def _describe(error: Mapping[str, Any]) -> str:
     location = ".".join(str(p) for p in error["loc"])
     message = error["msg"].removeprefix("Value error, ")
     if error["type"] == "extra_forbidden":

@@ -14,8 +14,9 @@ import json
 import logging
 import re
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, overload
 
+from ..call import events as ev
 from ..call.call import Call, CallStatus
 from ..call.manager import CallManager
 from ..ivr.callio import CallFlowIO
@@ -25,6 +26,8 @@ from ..sip.address import Address
 from ..sip.errors import SipParseError
 from ..sip.uri import SipUri, parse_uri
 from .config import Config, OutboundTrunk
+from .trunk_route import next_hop, trunk_credentials
+from .errors import DispatchError as DispatchError  # re-exported: callers and tests import it from here
 
 if TYPE_CHECKING:
     from .trunk_directory import TrunkDirectory
@@ -43,20 +46,6 @@ MAX_CALL_DURATION_S = 24 * 3600.0
 METADATA_KEYS = {"sip_call_to", "sip_trunk_id", "participant_identity", "sip_number", "dtmf", "ringing_timeout",
                  "max_call_duration", "headers", "wait_until_answered", "language", "reason"}
 DEFAULT_LANGUAGE = "en"
-
-
-class DispatchError(ValueError):
-    """A request field the API rejects: answered 422 as {"error", "field", "reason"}."""
-
-    summary = "invalid dispatch request"  # the "error" text; other APIs' subclasses name their own
-
-    def __init__(self, field_path: str, reason: str) -> None:
-        super().__init__(f"{field_path}: {reason}")
-        self.field = field_path
-        self.reason = reason
-
-    def to_json(self) -> dict[str, str]:
-        return {"error": self.summary, "field": self.field, "reason": self.reason}
 
 
 @dataclass(frozen=True)
@@ -83,12 +72,12 @@ class DispatchRequest:
         return f"sip:{self.call_to}@{self.trunk.host}:{self.trunk.port}"
 
     def destination(self) -> Address:
-        # The trunk is the next hop for both numbers and SIP URIs (an outbound proxy).
-        return Address(self.trunk.host, self.trunk.port, self.trunk.transport)
+        # The trunk (or its outbound proxy) is the next hop for both numbers and SIP URIs.
+        return next_hop(self.trunk).destination
 
     def sip_headers(self) -> list[tuple[str, str]]:
         merged = {**self.trunk.headers, **self.headers}
-        return list(merged.items())
+        return next_hop(self.trunk).route + list(merged.items())
 
     def describe(self) -> dict[str, Any]:
         return {"agent_name": self.agent_name, "room_name": self.room_name,
@@ -106,7 +95,8 @@ def parse_dispatch(body: object, config: Config, trunks: TrunkDirectory | None =
         raise DispatchError("body", "must be a JSON object")
     agent_name = _string(body, "agent_name", "agent_name")
     if agent_name not in config.agent_names:
-        raise DispatchError("agent_name", f"unknown agent {agent_name!r} (known: {', '.join(sorted(config.agent_names))})")
+        known = ", ".join(sorted(config.agent_names))
+        raise DispatchError("agent_name", f"unknown agent {agent_name!r} (known: {known})")
     room_name = body.get("room_name")
     if room_name is not None and not isinstance(room_name, str):
         raise DispatchError("room_name", "must be a string")
@@ -162,6 +152,14 @@ def _optional_string(data: dict, key: str) -> str | None:
     if value is not None and not isinstance(value, str):
         raise DispatchError(f"metadata.{key}", "must be a string")
     return value or None
+
+
+@overload
+def _number(data: dict, key: str, default: float, maximum: float) -> float: ...
+
+
+@overload
+def _number(data: dict, key: str, default: None, maximum: float) -> float | None: ...
 
 
 def _number(data: dict, key: str, default: float | None, maximum: float) -> float | None:
@@ -238,19 +236,17 @@ class OutboundRunner:
             call.dispatch = request.describe()
             call.route = f"agent:{request.agent_name}"
             # Set before the first event: the manager then leaves the answered call to us.
-            call.app_task = self.manager._spawn(self._drive(call, request), f"dispatch-{call.id}")
+            call.app_task = self.manager.spawn(self._drive(call, request), f"dispatch-{call.id}")
 
-        credentials = (request.trunk.username, request.trunk.password) \
-            if request.trunk.username and request.trunk.password else None
         return await self.manager.dial(request.target_uri(), from_user=request.caller_id,
-                                       headers=request.sip_headers(), credentials=credentials,
+                                       headers=request.sip_headers(), credentials=trunk_credentials(request.trunk),
                                        destination=request.destination(), trunk=request.trunk.name, prepare=attach)
 
     async def _drive(self, call: Call, request: DispatchRequest) -> None:
         await asyncio.sleep(0)  # let dial() finish registering the call
-        if not await wait_for_answer(call, request.ringing_timeout):
+        if not await call.answered(request.ringing_timeout):
             if call.status is not CallStatus.HANGUP:
-                call.log_event("ringing_timeout", seconds=request.ringing_timeout)
+                call.publish(ev.RingingTimedOut(seconds=request.ringing_timeout))
                 self.manager.hangup(call, "no_answer")  # CANCEL (RFC 3261 §9.1)
             return
         limit = None
@@ -278,22 +274,12 @@ class OutboundRunner:
         if not dtmf or stream is None:
             return
         stream.send_dtmf(dtmf)
-        call.log_event("dtmf_sent", digits=dtmf, method="rfc4733" if stream.telephone_event_pt else "inband")
+        call.publish(ev.DtmfSent(digits=dtmf, method="rfc4733" if stream.telephone_event_pt else "inband"))
         # The agent speaks only after the IVR on the far end got every key.
         await asyncio.sleep(dial_string_seconds(dtmf))
 
     def _time_up(self, call: Call) -> None:
         if call.status is not CallStatus.HANGUP:
-            call.log_event("max_duration_reached")
+            call.publish(ev.MaxDurationReached())
             self.manager.hangup(call, "timeout")
 
-
-async def wait_for_answer(call: Call, timeout: float, poll_s: float = 0.02) -> bool:
-    """True once the call is active; False when it ended or rang for ``timeout`` seconds."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while call.status in (CallStatus.DIALING, CallStatus.RINGING):
-        if loop.time() >= deadline:
-            return False
-        await asyncio.sleep(poll_s)
-    return call.status is CallStatus.ACTIVE

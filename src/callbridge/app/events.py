@@ -10,6 +10,7 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,9 +27,11 @@ class BusEvent:
     data: dict[str, Any]
     at: float
     seq: int | None = None  # the store's event number, when persisted
+    worker: str | None = None  # the cluster worker the call runs on (app/cluster/); None in one process
 
     def to_json(self) -> dict[str, Any]:
-        return {"call_id": self.call_id, "type": self.type, "at": self.at, "seq": self.seq, "data": self.data}
+        return {"call_id": self.call_id, "type": self.type, "at": self.at, "seq": self.seq, "worker": self.worker,
+                "data": self.data}
 
 
 @dataclass(eq=False)
@@ -46,10 +49,13 @@ class Subscription:
 
 
 class EventBus:
-    def __init__(self) -> None:
+    def __init__(self, worker: str | None = None) -> None:
         self._subscribers: set[Subscription] = set()
         self.published = 0
         self.dropped_subscribers = 0
+        self.worker = worker  # stamped on the events published here without a worker of their own
+        # Told every event synchronously, never dropped for being slow: each must only queue (the cluster relay).
+        self.taps: list[Callable[[BusEvent], None]] = []
 
     @property
     def subscriber_count(self) -> int:
@@ -64,9 +70,14 @@ class EventBus:
         self._subscribers.discard(subscription)
 
     def publish(self, call_id: str, type: str, data: dict[str, Any], *, at: float | None = None,
-                seq: int | None = None) -> BusEvent:
-        event = BusEvent(call_id, type, data, time.time() if at is None else at, seq)
+                seq: int | None = None, worker: str | None = None) -> BusEvent:
+        event = BusEvent(call_id, type, data, time.time() if at is None else at, seq, worker or self.worker)
         self.published += 1
+        for tap in self.taps:
+            try:
+                tap(event)
+            except Exception:  # noqa: BLE001 - a tap's bug must not cost the subscribers their event
+                log.exception("event tap failed on %s", call_id)
         for subscription in list(self._subscribers):
             if not subscription.wants(event):
                 continue

@@ -16,15 +16,19 @@ Bodies have their own deadline in the ASGI guard (:mod:`.httpguard`).
 
 from __future__ import annotations
 
+import asyncio
 import functools
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from ..sip.guard import source_key
 from .httpguard import RefusalLog
+
+if TYPE_CHECKING:
+    from uvicorn.protocols.http.h11_impl import RequestResponseCycle
 
 DEFAULT_PER_CLIENT = 32
 DEFAULT_TOTAL = 512
@@ -81,10 +85,10 @@ class GuardedH11Protocol(H11Protocol):
         super().__init__(*args, **kwargs)
         self._counter = counter
         self._client_key: str | None = None  # set once admitted: released exactly once
-        self._header_timer = None
-        self._cycle_at_arm = None
+        self._header_timer: asyncio.TimerHandle | None = None
+        self._cycle_at_arm: RequestResponseCycle | None = None
 
-    def connection_made(self, transport) -> None:  # type: ignore[override]
+    def connection_made(self, transport) -> None:
         key = client_key(transport.get_extra_info("peername"))
         if not self._counter.admit(key):
             transport.close()

@@ -6,7 +6,11 @@ In this order, each refusal with ``Connection: close`` so an unread body is neve
 2. ``Host`` must be ours (DNS rebinding): 421 Misdirected Request (RFC 9110 §15.5.20),
    "this server does not answer for that name".
 3. ``Origin``, when present, must be ours or allowed (CSRF): 403, even with a valid token.
-4. ``Authorization: Bearer <token>``: 401 (RFC 6750).
+4. Credentials: ``Authorization: Bearer <token>`` (RFC 6750) or the console's session cookie
+   (:mod:`.console.session`); neither: 401. ``/api/session`` (sign-in) passes without them, and its
+   handler decides (:mod:`.console.login`). A cookie is sent by the browser on its own, so a
+   cookie-authenticated request other than GET/HEAD must carry an ``Origin`` (ours, as above): 403
+   otherwise (CSRF; SameSite=Strict is the first defence, this the second).
 5. A body must be ``application/json`` (415): the content types a page may send
    cross-site without a CORS preflight (text/plain, forms) are refused.
 6. A body larger than ``api.max_body_bytes``: 413, from Content-Length before reading
@@ -28,13 +32,22 @@ from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 
 from .auth import bearer_token, send_unauthorised, token_matches
+from .console.session import DEFAULT_LIFETIME_S, cookie_values, session_key, verify
 from .jsonbody import JSON_SCOPE_KEY, JsonTooComplex, NotJson, decode_json
 from .origins import HostPolicy
 
 log = logging.getLogger("callbridge.http")
 
 OPEN_PATHS = frozenset({"/healthz"})
+# The console's pages and assets hold no secret (app/console/routes.py): no token, but our Host only;
+# the API calls they make are checked like any other.
+PAGE_PATHS = frozenset({"/", "/phone", "/login"})
+PAGE_PREFIXES = ("/static/",)
 OPEN_METHODS = frozenset({"GET", "HEAD"})
+# Sign-in, sign-out and "am I signed in?": reachable without credentials (app/console/login.py).
+SESSION_PATH = "/api/session"
+# Where the guard leaves a request's Credentials (or None, on SESSION_PATH only) for the handlers.
+AUTH_SCOPE_KEY = "callbridge.auth"
 JSON_MEDIA_TYPE = "application/json"
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
 DEFAULT_BODY_TIMEOUT_S = 30.0
@@ -46,7 +59,8 @@ ASGIApp = Callable[[Scope, Callable, Callable], Awaitable[None]]
 
 
 class RefusalLog:
-    """One log line per (reason, client) per interval, with how many were left unsaid: an attack cannot flood the log."""
+    """One log line per (reason, client) per interval, with how many were left unsaid:
+    an attack cannot flood the log."""
 
     def __init__(self, interval: float = REFUSAL_LOG_INTERVAL_S, max_keys: int = MAX_LOGGED_SOURCES) -> None:
         self._interval = interval
@@ -74,6 +88,13 @@ class GuardPolicy:
     hosts: HostPolicy
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S
+    session_lifetime_s: int = DEFAULT_LIFETIME_S
+
+
+@dataclass(frozen=True)
+class Credentials:
+    via: str  # "bearer" or "session"
+    expires_at: int | None = None  # a session's end, Unix seconds
 
 
 class _Refused(Exception):
@@ -84,10 +105,13 @@ class _Refused(Exception):
 
 
 class ApiGuard:
-    def __init__(self, app: ASGIApp, policy: GuardPolicy, refusals: RefusalLog | None = None) -> None:
+    def __init__(self, app: ASGIApp, policy: GuardPolicy, refusals: RefusalLog | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
         self.app = app
         self.policy = policy
         self.refusals = refusals or RefusalLog()
+        self.clock = clock  # wall time: a session's expiry is shared by workers and outlives restarts
+        self._session_key = session_key(policy.token)
 
     async def __call__(self, scope: Scope, receive: Callable, send: Callable) -> None:
         if scope["type"] != "http":
@@ -96,7 +120,8 @@ class ApiGuard:
                 return
             await self.app(scope, receive, send)
             return
-        if scope["path"] in OPEN_PATHS and scope["method"] in OPEN_METHODS:
+        path = scope["path"]
+        if path in OPEN_PATHS and scope["method"] in OPEN_METHODS:
             await self.app(scope, receive, send)
             return
         headers = _headers(scope)
@@ -108,11 +133,24 @@ class ApiGuard:
                                host=headers.get("host"), origin=headers.get("origin"), path=scope["path"])
             await _send_error(send, refused.status, refused.message)
             return
-        offered = bearer_token(scope.get("headers") or [])
-        if not token_matches(offered, self.policy.token):
-            self.refusals.note("http-401", client, "HTTP request without a valid API token", path=scope["path"])
-            await send_unauthorised(send, offered)
+        if (path in PAGE_PATHS or path.startswith(PAGE_PREFIXES)) and scope["method"] in OPEN_METHODS:
+            await self.app(scope, receive, send)
             return
+        offered = bearer_token(scope.get("headers") or [])
+        credentials = self._credentials(scope, offered)
+        if path != SESSION_PATH:  # sign-in needs no credentials: its handler checks the token it is sent
+            if credentials is None:
+                self.refusals.note("http-401", client, "HTTP request without a valid API token or session",
+                                   path=path)
+                await send_unauthorised(send, offered)
+                return
+            if credentials.via == "session" and scope["method"] not in OPEN_METHODS and "origin" not in headers:
+                self.refusals.note("http-403-csrf", client, "cookie-authenticated request without Origin refused",
+                                   path=path, method=scope["method"])
+                await _send_error(send, 403, "a request signed in by cookie must carry an Origin header "
+                                             "(or use Authorization: Bearer)")
+                return
+        scope[AUTH_SCOPE_KEY] = credentials
         try:
             receive = await self._take_body(scope, headers, receive)
         except _Refused as refused:
@@ -121,6 +159,16 @@ class ApiGuard:
             await _send_error(send, refused.status, refused.message)
             return
         await self.app(scope, receive, send)
+
+    def _credentials(self, scope: Scope, offered: str | None) -> Credentials | None:
+        if token_matches(offered, self.policy.token):
+            return Credentials("bearer")
+        now = self.clock()
+        for value in cookie_values(scope.get("headers") or []):
+            expires = verify(self._session_key, value, now, self.policy.session_lifetime_s)
+            if expires is not None:
+                return Credentials("session", expires)
+        return None
 
     def _check_names(self, scope: Scope, headers: dict[str, str]) -> None:
         local = scope.get("server")
@@ -151,7 +199,7 @@ class ApiGuard:
             raise _Refused(400, str(exc)) from None
         except NotJson:
             scope[JSON_SCOPE_KEY] = None  # the handlers answer 422 naming the body, as for any non-object
-        return _replay(body, receive)
+        return replay_body(body, receive)
 
     async def _read(self, receive: Callable, limit: int) -> bytes:
         chunks: list[bytes] = []
@@ -173,15 +221,16 @@ class ApiGuard:
             raise _Refused(408, f"request body not received within {self.policy.body_timeout_s:g} s") from None
 
 
-def _replay(body: bytes, receive: Callable) -> Callable:
+def replay_body(body: bytes, receive: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    """An ASGI receive that hands over a body already read, then the real stream (for http.disconnect)."""
     sent = False
 
-    async def replay() -> dict:
+    async def replay() -> dict[str, Any]:
         nonlocal sent
         if not sent:
             sent = True
             return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()  # then the real stream, for http.disconnect
+        return await receive()
 
     return replay
 
@@ -207,4 +256,4 @@ async def _send_error(send: Callable, status: int, message: str) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-__all__ = ["ApiGuard", "GuardPolicy", "RefusalLog", "OPEN_PATHS"]
+__all__ = ["ApiGuard", "AUTH_SCOPE_KEY", "Credentials", "GuardPolicy", "RefusalLog", "OPEN_PATHS", "SESSION_PATH"]

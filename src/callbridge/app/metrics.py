@@ -8,7 +8,10 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Protocol
+
+from ..call import events as ev
+from ..call.call import Call
 
 if TYPE_CHECKING:
     from ..sip.guard import AuthGuard
@@ -34,6 +37,12 @@ def format_value(value: float) -> str:
     if math.isinf(value):
         return "+Inf" if value > 0 else "-Inf"
     return repr(float(value)) if value != int(value) else str(int(value))
+
+
+class Renders(Protocol):
+    """Anything that writes its own exposition lines (metrics owned by other modules)."""
+
+    def render(self) -> Iterable[str]: ...
 
 
 def _series(name: str, labels: Labels, value: float) -> str:
@@ -122,7 +131,7 @@ class Histogram:
     def render(self) -> Iterable[str]:
         yield f"# HELP {self.name} {self.help}"
         yield f"# TYPE {self.name} histogram"
-        for bound, count in zip(self.buckets, self.counts):
+        for bound, count in zip(self.buckets, self.counts, strict=True):
             yield _series(f"{self.name}_bucket", (("le", format_value(bound)),), count)
         yield _series(f"{self.name}_bucket", (("le", "+Inf"),), self.count)
         yield _series(f"{self.name}_sum", (), self.total)
@@ -143,10 +152,11 @@ class CallMetrics:
                                       "Caller's end of speech to the agent's first audio.", TURN_LATENCY_BUCKETS)
         self.renewals = Counter("callbridge_agent_session_renewals_total", "Model sessions renewed mid-call.")
         self.rtp_received = Counter("callbridge_rtp_packets_received_total", "RTP packets received by finished calls.")
-        self.rtp_lost = Counter("callbridge_rtp_packets_lost_total", "RTP packets lost (RTCP-style count) by finished calls.")
+        self.rtp_lost = Counter("callbridge_rtp_packets_lost_total",
+                                "RTP packets lost (RTCP-style count) by finished calls.")
         self.jitter = Histogram("callbridge_rtp_jitter_seconds", "Interarrival jitter at the end of each call.",
                                 JITTER_BUCKETS)
-        self.extra: list[Counter | Gauge | CounterView | Histogram] = []
+        self.extra: list[Renders] = []
 
     def watch_auth_guard(self, guard: "AuthGuard | None", now: Callable[[], float]) -> None:
         """Failed logins, back-off and bans (sip/guard.py); ``now`` is the clock the guard is fed."""
@@ -161,34 +171,33 @@ class CallMetrics:
                         lambda: guard.refused_total),
             CounterView("callbridge_auth_dropped_total", "SIP requests from banned sources dropped unanswered.",
                         lambda: guard.dropped_total),
-            CounterView("callbridge_auth_bans_total", "Bans started (sources and usernames).", lambda: guard.bans_total),
-            Gauge("callbridge_banned_sources", "Source addresses banned now.", lambda: guard.banned_count(SOURCE, now())),
+            CounterView("callbridge_auth_bans_total", "Bans started (sources and usernames).",
+                        lambda: guard.bans_total),
+            Gauge("callbridge_banned_sources", "Source addresses banned now.",
+                  lambda: guard.banned_count(SOURCE, now())),
             Gauge("callbridge_banned_usernames", "Usernames locked now.", lambda: guard.banned_count(USERNAME, now())),
         ]
 
-    def on_status(self, direction: str, status: str) -> None:
-        self.status_changes.inc(direction=direction, status=status)
-
-    def on_transcript(self, entry: dict[str, Any]) -> None:
-        if entry.get("role") == "renewal":
+    def __call__(self, call: Call, published: ev.Published) -> None:
+        """A consumer of every call's event stream: counts as things happen, nothing is polled."""
+        event = published.event
+        if isinstance(event, ev.StatusChanged):
+            self.status_changes.inc(direction=call.direction.value, status=event.status.value)
+        elif isinstance(event, ev.CallEnded):
+            self.ended.inc(direction=call.direction.value, end_reason=event.reason.value)
+        elif isinstance(event, ev.TurnLatency):
+            self.turn_latency.observe(event.total / 1000)
+        elif isinstance(event, ev.SessionRenewed):
             self.renewals.inc()
-
-    def on_call_ended(self, record: dict[str, Any]) -> None:
-        """Count a finished call from its final record: end reason, turn latencies, media quality."""
-        self.ended.inc(direction=str(record.get("direction")), end_reason=str(record.get("end_reason")))
-        for entry in record.get("transcript") or ():
-            latency = entry.get("latency_ms") if isinstance(entry, dict) else None
-            total = latency.get("total") if isinstance(latency, dict) else None
-            if isinstance(total, (int, float)):
-                self.turn_latency.observe(total / 1000)
-        media = record.get("media")
-        if isinstance(media, dict):
-            self.rtp_received.inc(max(0, media.get("packets_received") or 0))
-            self.rtp_lost.inc(max(0, media.get("packets_lost") or 0))
-            if media.get("packets_received"):
-                self.jitter.observe((media.get("jitter_ms") or 0.0) / 1000)
+        elif isinstance(event, ev.MediaStats):
+            received = event.stats.get("packets_received") or 0
+            self.rtp_received.inc(max(0, received))
+            self.rtp_lost.inc(max(0, event.stats.get("packets_lost") or 0))
+            if received:
+                self.jitter.observe((event.stats.get("jitter_ms") or 0.0) / 1000)
 
     def render(self) -> str:
-        metrics = (self.active_calls, self.rtp_ports, self.status_changes, self.ended, self.turn_latency,
-                   self.renewals, self.rtp_received, self.rtp_lost, self.jitter, *self.extra)
+        metrics: tuple[Renders, ...] = (self.active_calls, self.rtp_ports, self.status_changes, self.ended,
+                                        self.turn_latency, self.renewals, self.rtp_received, self.rtp_lost,
+                                        self.jitter, *self.extra)
         return "\n".join(line for metric in metrics for line in metric.render()) + "\n"

@@ -105,10 +105,10 @@ class HostPolicy:
             extra_hosts.add(parsed)
         extra_origins = set()
         for entry in allowed_origins:
-            parsed = parse_origin(entry)
-            if parsed is None:
+            origin = parse_origin(entry)
+            if origin is None:
                 raise ValueError(f"{entry!r} is not an origin like https://dashboard.example or http://host:8080")
-            extra_origins.add(_origin_key(*parsed))
+            extra_origins.add(_origin_key(*origin))
         return cls(frozenset(n for n in names if n), frozenset(extra_hosts), frozenset(extra_origins))
 
     def host_allowed(self, host_header: str | None, local: tuple[str, int] | None) -> bool:

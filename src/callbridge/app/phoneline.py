@@ -7,21 +7,21 @@ import logging
 from ..agent.holding import holding_agent
 from ..call.call import Call, CallStatus
 from ..call.manager import CallManager
-from ..ivr.callio import CallFlowIO, CallHungUp, TranscriberFactory
+from ..ivr.callio import AgentStarter, CallFlowIO, CallHungUp, Dialer, TranscriberFactory
 from ..ivr import DEMO_FLOW_PATH, Flow, FlowRunner, load_flow
 from ..ivr.nodes import AgentNode, GatherNode
 from ..speech.prompts import PromptCache, PromptSpec
 from .config import Config
-from .demo import DemoToneApp
+from .demo import DEMO_FLOW, DemoToneApp, operator_uri
+from .routing import RouteKind, parse_route
 
 log = logging.getLogger("callbridge.ivr")
 
 
-
 def load_flows(config: Config) -> dict[str, Flow]:
     """Every flow the config names, plus the built-in demo; a broken file raises SourceError."""
-    settings = {"operator_uri": config.demo.operator_uri}
-    files = {"demo": DEMO_FLOW_PATH, **{name: config.base_dir / path
+    settings = {"operator_uri": operator_uri(config)}  # None renders empty: a transfer there fails cleanly
+    files = {DEMO_FLOW: DEMO_FLOW_PATH, **{name: config.base_dir / path
                                    for name, path in config.flows.items()}}
     flows = {}
     for name, path in files.items():
@@ -47,7 +47,7 @@ def static_prompts(flows: dict[str, Flow]) -> list[PromptSpec]:
 
 class PhoneLineApp:
     def __init__(self, flows: dict[str, Flow], prompts: PromptCache, *, transcriber: TranscriberFactory | None,
-                 dialer=None, start_agent=holding_agent) -> None:
+                 dialer: Dialer | None = None, start_agent: AgentStarter = holding_agent) -> None:
         self.flows = flows
         self.prompts = prompts
         self.transcriber = transcriber
@@ -56,12 +56,13 @@ class PhoneLineApp:
         self.tone = DemoToneApp()
 
     async def run(self, call: Call, manager: CallManager) -> None:
-        if call.direction == "outbound" and call.route is None:
-            return  # a leg we dialed (a bridged transfer): whoever dialed it drives it
-        name = call.route or "demo"
-        if name == "tone":
+        route = parse_route(call.route, call.direction)
+        if route.kind in (RouteKind.LEG, RouteKind.AGENT):
+            return  # a leg we dialled (a bridged transfer) or a dispatch: whoever started it drives it
+        if route.kind is RouteKind.TONE:
             await self.tone.run(call, manager)
             return
+        name = route.name or DEMO_FLOW
         io = CallFlowIO(call, manager, prompts=self.prompts, start_agent=self.start_agent,
                         transcriber=self.transcriber, dial=self.dialer)
         try:

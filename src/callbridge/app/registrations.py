@@ -41,9 +41,14 @@ DEFAULT_SIP_PORTS = {"udp": 5060, "tcp": 5060, "tls": 5061}
 
 
 class UserAgentDriver(Protocol):
-    """What the manager needs of the asyncio SIP driver (:class:`~callbridge.sip.endpoint.SipEndpoint`)."""
+    """What the manager needs of the asyncio SIP driver (:class:`~callbridge.sip.endpoint.SipEndpoint`).
+
+    The UA core reports registration changes through ``next_event()``; the driver pumps
+    them and hands them to ``on_registration_event``.
+    """
 
     ua: UserAgent
+    on_registration_event: Callable[[RegistrationEvent], None]
 
     def now(self) -> float: ...
 
@@ -78,7 +83,7 @@ class RegistrationManager:
         self.driver = driver
         self.registrations = [Registration(binding) for binding in bindings]
         self._all_unregistered = asyncio.Event()
-        driver.ua.on_registration_event = self._on_event
+        driver.on_registration_event = self._on_event
 
     def start(self) -> None:
         now = self.driver.now()

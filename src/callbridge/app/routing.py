@@ -9,6 +9,9 @@ Order, most specific first:
    number not in service. With no number routes configured at all, every call
    is "known" and goes to the default flow.
 
+A call's route (``Call.route``, the word the API shows) names what answers
+it; :func:`parse_route` reads it as a :class:`Route` of some :class:`RouteKind`.
+
 A 404 is only private behind digest auth: the trunk table challenges unknown
 numbers like known ones, so only an authenticated caller ever sees it.
 Without auth, 404 for some numbers and an answer for others lists the numbers
@@ -17,12 +20,53 @@ to any scanner (svwar); ``unknown_number: default`` answers every number alike.
 
 from __future__ import annotations
 
+import enum
 import logging
+from dataclasses import dataclass
 
+from ..call.events import Direction
 from ..call.trunks import normalise_number
 from .config import Config
 
 log = logging.getLogger("callbridge.routing")
+
+TONE_ROUTE = "tone"  # the built-in 440 Hz test line
+AGENT_ROUTE_PREFIX = "agent:"  # an API dispatch: "agent:<name>"
+
+
+class RouteKind(enum.StrEnum):
+    FLOW = "flow"  # an IVR flow, by name: the built-in demo, or one the config names
+    TONE = "tone"  # the 440 Hz test line
+    AGENT = "agent"  # an API dispatch: straight to the named agent, driven by the dispatcher
+    LEG = "leg"  # an outbound leg dialled for a bridged transfer: whoever dialled it drives it
+
+
+class UnknownNumber(enum.StrEnum):
+    """``routing.unknown_number``: what a called number no route names gets."""
+
+    DEFAULT = "default"  # the default flow, like every other number
+    REJECT = "reject"  # 404, as a carrier does for a number not in service
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    kind: RouteKind
+    name: str | None = None  # the flow or agent; None for a leg (or an inbound call nothing routed)
+
+
+def parse_route(route: str | None, direction: Direction) -> Route:
+    if route is None:
+        return Route(RouteKind.LEG if direction is Direction.OUTBOUND else RouteKind.FLOW)
+    if route.startswith(AGENT_ROUTE_PREFIX):
+        return Route(RouteKind.AGENT, route.removeprefix(AGENT_ROUTE_PREFIX))
+    if route == TONE_ROUTE:
+        return Route(RouteKind.TONE, route)
+    return Route(RouteKind.FLOW, route)
+
+
+def agent_route(agent: str) -> str:
+    """The route word of a call dispatched straight to ``agent``."""
+    return f"{AGENT_ROUTE_PREFIX}{agent}"
 
 
 def _table(routes: dict[str, str]) -> dict[str, str]:
@@ -42,7 +86,7 @@ class Router:
     def __init__(self, config: Config) -> None:
         routing = config.routing
         self.default_flow = routing.default_flow
-        self.reject_unknown = routing.unknown_number == "reject"
+        self.reject_unknown = UnknownNumber(routing.unknown_number) is UnknownNumber.REJECT
         self.numbers = _table(routing.numbers)
         self.trunk_routes = {t.name: _table(t.routes) for t in config.inbound_trunks}
         self.trunk_flows = {t.name: t.flow for t in config.inbound_trunks if t.flow}

@@ -19,7 +19,7 @@ from pydantic import ValidationError
 
 from ..call.trunks import InboundTrunkPolicy, TrunkTable
 from .config import BUILTIN_FLOWS, Config, InboundTrunk, OutboundTrunk
-from .dispatch import DispatchError
+from .errors import DispatchError
 from .secretbox import SecretBox, SecretError, is_sealed
 
 log = logging.getLogger("callbridge.trunks")

@@ -176,7 +176,7 @@ class WebhookOutbox:
         """One pass: attempt every row due now (up to BATCH_SIZE). Returns how many were taken."""
         rows = await self._store.outbox_due(time.time(), BATCH_SIZE)
         results = await asyncio.gather(*(self._attempt(row) for row in rows), return_exceptions=True)
-        for row, result in zip(rows, results):
+        for row, result in zip(rows, results, strict=True):
             if isinstance(result, Exception):
                 log.error("webhook %s: recording the attempt failed: %r", row["id"], result)
         return len(rows)
@@ -221,7 +221,7 @@ class WebhookOutbox:
             return f"bad url: {exc}", True  # retrying cannot fix the URL
         except httpx.TimeoutException as exc:
             return f"timeout: {type(exc).__name__}", False
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any other failure is recorded and retried later
             return f"{type(exc).__name__}: {exc}", False
         if 200 <= status < 300:
             return None, False

@@ -12,6 +12,11 @@ A number dialled through an outbound trunk must
   code, so ``+1*`` does not open +1900 and ``*`` opens no foreign country;
 - fit the trunk's caps: calls up at once, calls started per minute and per day.
 
+The pattern rules (:meth:`DialPolicy.verdict`) are judged here, locally. The caps are counted by a
+:class:`DialLedger`: :class:`LocalLedger` (this process alone, sans-IO, the default) or, in a cluster,
+app/cluster/dial_ledger.py's RedisDialLedger, which counts every worker's dials in one place so the
+caps hold for the cluster rather than once per worker.
+
 A SIP URI with no trunk is dialled only when ``allow_uris`` lists it, and a URI
 whose host and port are a trunk's is judged as a number through that trunk
 (no way round a trunk's rules by spelling its address).
@@ -26,6 +31,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
+from typing import NamedTuple, Protocol
 
 MINUTE_S = 60.0
 DAY_S = 86400.0  # a sliding 24 h window: no midnight burst, no time zone to configure
@@ -67,6 +73,8 @@ DENY_CONCURRENT = "concurrent_cap"
 DENY_RATE = "rate_cap"
 DENY_DAILY = "daily_cap"
 DENY_GLOBAL_DAILY = "global_daily_cap"
+DENY_UNAVAILABLE = "policy_unavailable"  # the shared ledger cannot be asked: refused, never let through
+CAP_REASONS = frozenset({DENY_CONCURRENT, DENY_RATE, DENY_DAILY, DENY_GLOBAL_DAILY})
 
 
 class DialDenied(PermissionError):
@@ -77,6 +85,11 @@ class DialDenied(PermissionError):
         super().__init__(f"{detail} ({reason})")
         self.reason = reason
         self.detail = detail
+
+
+class DialPolicyUnavailable(DialDenied):
+    """The caps could not be counted (the cluster's ledger is unreachable): the dial is refused.
+    Unlike the other refusals this one is temporary, so an API answers it as 503, not 403."""
 
 
 @dataclass(frozen=True)
@@ -99,6 +112,63 @@ class Decision:
     trunk: str | None = None
     ticket: int | None = None  # hand back to release() when the call ends
     cap_reached: str | None = None  # set on the admission that fills a daily cap: "trunk:<name>" or "global"
+
+
+@dataclass(frozen=True)
+class Caps:
+    """What a ledger counts a dial against: its trunk's caps and the global daily cap (None: no cap)."""
+
+    max_concurrent: int | None = None
+    max_per_minute: int | None = None
+    max_per_day: int | None = None
+    global_max_per_day: int | None = None
+
+    @classmethod
+    def of(cls, rules: TrunkRules | None, global_max_per_day: int | None) -> Caps:
+        if rules is None:  # a dial with no trunk counts against the global cap only
+            return cls(global_max_per_day=global_max_per_day)
+        return cls(rules.max_concurrent, rules.max_per_minute, rules.max_per_day, global_max_per_day)
+
+    @property
+    def capped(self) -> bool:
+        return any(c is not None for c in (self.max_concurrent, self.max_per_minute, self.max_per_day,
+                                            self.global_max_per_day))
+
+
+class Admission(NamedTuple):
+    """A ledger's answer: counted (``ok``, with a ``ticket`` to release) or refused by a cap."""
+
+    ok: bool
+    reason: str  # "ok", a cap's DENY_* value, or DENY_UNAVAILABLE
+    detail: str = ""
+    ticket: int | None = None
+    cap_reached: str | None = None  # this admission filled a daily cap: "trunk:<name>" or "global"
+
+
+class DialLedger(Protocol):
+    """Counts admitted dials against the caps. ``admit`` decides and counts in one step (atomic for a
+    shared ledger, so two workers never both take the last slot); ``release`` gives a ticket's
+    concurrent slot back when the call ends (twice, or an unknown ticket, is harmless)."""
+
+    async def admit(self, trunk: str | None, caps: Caps, now: float) -> Admission: ...
+
+    def release(self, ticket: int | None) -> None: ...
+
+    def daily_cap_reached(self, rules: list[TrunkRules], global_max_per_day: int | None,
+                          now: float) -> dict[str, bool]: ...
+
+    def active(self, trunk: str) -> int: ...
+
+
+def cap_detail(reason: str, trunk: str | None, count: int, caps: Caps) -> str:
+    """The words for a cap refusal: the same from every ledger."""
+    if reason == DENY_CONCURRENT:
+        return f"trunk {trunk} has {count} calls up (max {caps.max_concurrent})"
+    if reason == DENY_RATE:
+        return f"trunk {trunk} started {count} calls this minute (max {caps.max_per_minute})"
+    if reason == DENY_DAILY:
+        return f"trunk {trunk} reached its daily cap of {caps.max_per_day} calls"
+    return f"the daily cap of {caps.global_max_per_day} outbound calls is reached"
 
 
 def normalise(number: str, home_country: str) -> str | None:
@@ -163,16 +233,90 @@ class _Usage:
     day: deque[float] = field(default_factory=deque)
 
 
-class DialPolicy:
-    """Decides each dial and counts what it admitted; ``release`` when the call ends."""
+class LocalLedger:
+    """The caps counted in this process alone (sans-IO, ``now`` passed in): a single callbridge."""
 
-    def __init__(self, *, allow_uris: tuple[str, ...] = (), max_per_day: int | None = None) -> None:
-        self.allow_uris = tuple(allow_uris)
-        self.max_per_day = max_per_day
+    def __init__(self) -> None:
         self._usage: dict[str, _Usage] = {}
         self._global_day: deque[float] = deque()
         self._tickets: dict[int, str] = {}
         self._next_ticket = 0
+
+    async def admit(self, trunk: str | None, caps: Caps, now: float) -> Admission:
+        return self.take(trunk, caps, now)
+
+    def take(self, trunk: str | None, caps: Caps, now: float) -> Admission:
+        """:meth:`admit`, synchronously."""
+        if trunk is not None:
+            refused = self._trunk_caps(trunk, caps, now)
+            if refused is not None:
+                return refused
+        _expire(self._global_day, now - DAY_S)
+        if caps.global_max_per_day is not None and len(self._global_day) >= caps.global_max_per_day:
+            return Admission(False, DENY_GLOBAL_DAILY, cap_detail(DENY_GLOBAL_DAILY, trunk, 0, caps))
+        ticket = self._next_ticket = self._next_ticket + 1
+        cap_reached = None
+        self._global_day.append(now)
+        if caps.global_max_per_day is not None and len(self._global_day) >= caps.global_max_per_day:
+            cap_reached = "global"
+        if trunk is not None:
+            usage = self._usage.setdefault(trunk, _Usage())
+            usage.active.add(ticket)
+            usage.minute.append(now)
+            usage.day.append(now)
+            self._tickets[ticket] = trunk
+            if caps.max_per_day is not None and len(usage.day) >= caps.max_per_day:
+                cap_reached = f"trunk:{trunk}"
+        return Admission(True, "ok", "", ticket, cap_reached)
+
+    def release(self, ticket: int | None) -> None:
+        name = self._tickets.pop(ticket, None) if ticket is not None else None
+        if name is not None and ticket is not None and name in self._usage:
+            self._usage[name].active.discard(ticket)
+
+    def _trunk_caps(self, trunk: str, caps: Caps, now: float) -> Admission | None:
+        usage = self._usage.setdefault(trunk, _Usage())
+        _expire(usage.minute, now - MINUTE_S)
+        _expire(usage.day, now - DAY_S)
+        for reason, count, cap in ((DENY_CONCURRENT, len(usage.active), caps.max_concurrent),
+                                   (DENY_RATE, len(usage.minute), caps.max_per_minute),
+                                   (DENY_DAILY, len(usage.day), caps.max_per_day)):
+            if cap is not None and count >= cap:
+                return Admission(False, reason, cap_detail(reason, trunk, count, caps))
+        return None
+
+    def daily_cap_reached(self, rules: list[TrunkRules], global_max_per_day: int | None,
+                          now: float) -> dict[str, bool]:
+        _expire(self._global_day, now - DAY_S)
+        full = {"global": global_max_per_day is not None and len(self._global_day) >= global_max_per_day}
+        for trunk in rules:
+            if trunk.max_per_day is None:
+                continue
+            usage = self._usage.get(trunk.name)
+            if usage is not None:
+                _expire(usage.day, now - DAY_S)
+            full[trunk.name] = usage is not None and len(usage.day) >= trunk.max_per_day
+        return full
+
+    def active(self, trunk: str) -> int:
+        usage = self._usage.get(trunk)
+        return len(usage.active) if usage else 0
+
+
+class DialPolicy:
+    """Decides each dial: the pattern rules here, the caps by :attr:`ledger`; ``release`` when the call ends.
+
+    ``ledger`` is a :class:`LocalLedger` unless one is given (a cluster's shared one: see
+    app/dial_rules.py use_cluster_ledger). Swap it only before dials are placed: a ticket is
+    released to the ledger that is current at the time.
+    """
+
+    def __init__(self, *, allow_uris: tuple[str, ...] = (), max_per_day: int | None = None,
+                 ledger: DialLedger | None = None) -> None:
+        self.allow_uris = tuple(allow_uris)
+        self.max_per_day = max_per_day
+        self.local = LocalLedger()
+        self.ledger: DialLedger = ledger if ledger is not None else self.local
         self.denied: dict[str, int] = {}  # reason -> count, for /metrics
 
     # -- deciding ---------------------------------------------------------------------------
@@ -191,74 +335,46 @@ class DialPolicy:
             return DENY_NOT_ALLOWED, f"{target} is not a number, and trunk {rules.name} does not list it"
         return number_verdict(e164, target, rules)
 
-    def admit(self, target: str, user: str | None, rules: TrunkRules | None, now: float) -> Decision:
-        """Decide a dial; an allowed one is counted against the caps until ``release(ticket)``."""
+    async def decide(self, target: str, user: str | None, rules: TrunkRules | None, now: float) -> Decision:
+        """Decide a dial: the patterns, then the caps through the ledger. An allowed dial is counted
+        until ``release(ticket)``; a ledger that cannot count refuses (DENY_UNAVAILABLE)."""
         name = rules.name if rules else None
         reason, detail = self.verdict(target, user, rules)
-        if reason == "ok" and rules is not None:
-            reason, detail = self._caps(rules, now)
-        if reason == "ok":
-            reason, detail = self._global_cap(now)
+        if reason != "ok":  # refused by a pattern: the ledger is not asked, nothing is counted
+            return self._refused(reason, detail, name)
+        return self._decided(name, await self.ledger.admit(name, Caps.of(rules, self.max_per_day), now))
+
+    def admit(self, target: str, user: str | None, rules: TrunkRules | None, now: float) -> Decision:
+        """:meth:`decide` synchronously, with the local ledger (a single process; the unit tests)."""
+        if self.ledger is not self.local:
+            raise RuntimeError("a shared dial ledger is asked through 'await DialPolicy.decide(...)'")
+        name = rules.name if rules else None
+        reason, detail = self.verdict(target, user, rules)
         if reason != "ok":
-            self.denied[reason] = self.denied.get(reason, 0) + 1
-            return Decision(False, reason, detail, name)
-        ticket = self._next_ticket = self._next_ticket + 1
-        cap_reached = None
-        self._global_day.append(now)
-        if self.max_per_day is not None and len(self._global_day) >= self.max_per_day:
-            cap_reached = "global"
-        if rules is not None:
-            usage = self._usage.setdefault(rules.name, _Usage())
-            usage.active.add(ticket)
-            usage.minute.append(now)
-            usage.day.append(now)
-            self._tickets[ticket] = rules.name
-            if rules.max_per_day is not None and len(usage.day) >= rules.max_per_day:
-                cap_reached = f"trunk:{rules.name}"
-        return Decision(True, "ok", "", name, ticket, cap_reached)
+            return self._refused(reason, detail, name)
+        return self._decided(name, self.local.take(name, Caps.of(rules, self.max_per_day), now))
 
     def release(self, ticket: int | None) -> None:
-        name = self._tickets.pop(ticket, None) if ticket is not None else None
-        if name is not None and name in self._usage:
-            self._usage[name].active.discard(ticket)  # type: ignore[arg-type]
+        self.ledger.release(ticket)
 
-    def _caps(self, rules: TrunkRules, now: float) -> tuple[str, str]:
-        usage = self._usage.setdefault(rules.name, _Usage())
-        _expire(usage.minute, now - MINUTE_S)
-        _expire(usage.day, now - DAY_S)
-        if rules.max_concurrent is not None and len(usage.active) >= rules.max_concurrent:
-            return DENY_CONCURRENT, f"trunk {rules.name} has {len(usage.active)} calls up (max {rules.max_concurrent})"
-        if rules.max_per_minute is not None and len(usage.minute) >= rules.max_per_minute:
-            return DENY_RATE, (f"trunk {rules.name} started {len(usage.minute)} calls this minute "
-                               f"(max {rules.max_per_minute})")
-        if rules.max_per_day is not None and len(usage.day) >= rules.max_per_day:
-            return DENY_DAILY, f"trunk {rules.name} reached its daily cap of {rules.max_per_day} calls"
-        return "ok", ""
+    def _decided(self, trunk: str | None, admission: Admission) -> Decision:
+        if not admission.ok:
+            return self._refused(admission.reason, admission.detail, trunk)
+        return Decision(True, "ok", "", trunk, admission.ticket, admission.cap_reached)
 
-    def _global_cap(self, now: float) -> tuple[str, str]:
-        _expire(self._global_day, now - DAY_S)
-        if self.max_per_day is not None and len(self._global_day) >= self.max_per_day:
-            return DENY_GLOBAL_DAILY, f"the daily cap of {self.max_per_day} outbound calls is reached"
-        return "ok", ""
+    def _refused(self, reason: str, detail: str, trunk: str | None) -> Decision:
+        self.denied[reason] = self.denied.get(reason, 0) + 1
+        return Decision(False, reason, detail, trunk)
 
     # -- reading ------------------------------------------------------------------------------
 
     def daily_cap_reached(self, rules: list[TrunkRules], now: float) -> dict[str, bool]:
         """Per trunk (and "global"): whether its daily cap is full now (for a gauge)."""
-        _expire(self._global_day, now - DAY_S)
-        full = {"global": self.max_per_day is not None and len(self._global_day) >= self.max_per_day}
-        for trunk in rules:
-            if trunk.max_per_day is None:
-                continue
-            usage = self._usage.get(trunk.name)
-            if usage is not None:
-                _expire(usage.day, now - DAY_S)
-            full[trunk.name] = usage is not None and len(usage.day) >= trunk.max_per_day
-        return full
+        return self.ledger.daily_cap_reached(rules, self.max_per_day, now)
 
     def active(self, trunk: str) -> int:
-        usage = self._usage.get(trunk)
-        return len(usage.active) if usage else 0
+        """Calls up through ``trunk`` that this process admitted."""
+        return self.ledger.active(trunk)
 
 
 def transfer_allowed(target: str, user: str | None, patterns: tuple[str, ...] | list[str],

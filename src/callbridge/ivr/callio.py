@@ -1,28 +1,33 @@
 """A flow's view of a real call: :class:`FlowIO` over a Call, its AudioStream and the CallManager.
 
 Keys: every press lands in a per-call FIFO (type-ahead), whatever its source
-(RFC 4733, SIP INFO, in-band). A press while a prompt plays stops the prompt
-at once; the key stays queued for the gather or menu that reads it.
+(RFC 4733, SIP INFO, in-band): the IO is a consumer of the call's event
+stream and takes each ``DtmfReceived``. A press while a prompt plays stops
+the prompt at once; the key stays queued for the gather or menu that reads it.
+
+Waiting (for a REFER's outcome, a bridged leg's answer, either side's hang-up)
+awaits the calls' events; nothing polls.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ..call import events as ev
 from ..call.call import Call, CallStatus
 from ..call.manager import CallManager
 from ..call.trunks import normalise_number
 from ..media.bridge import AudioBridge
-from ..media.dtmf import DtmfEvent
 from ..media.sources import PcmSource, Source, wav_source
+from ..offload import run_files
 from ..speech.prompts import PromptCache, PromptSpec
+from .agentport import CallAgentPort
 from .handoff import HandoffContext
 from .io import CallInfo
 
@@ -32,9 +37,9 @@ log = logging.getLogger("callbridge.ivr")
 TRANSFER_TIMEOUT_S = 32.0
 NOTIFY_GRACE_S = 10.0
 BRIDGE_ANSWER_TIMEOUT_S = 45.0  # how long a bridged transfer rings before we give up
-POLL_S = 0.05
 
-AgentStarter = Callable[[str, "CallFlowIO", HandoffContext], Awaitable[None]]
+# (agent name, the call as the agent sees it): returns when the conversation is over
+AgentStarter = Callable[[str, CallAgentPort], Awaitable[None]]
 TranscriberFactory = Callable[[], Any]  # returns a speech.stt.Transcriber (loaded lazily: ~0.5 s)
 Dialer = Callable[[str, str | None], Awaitable[Call]]  # (target, trunk) -> an outbound call
 
@@ -57,17 +62,18 @@ class CallFlowIO:
                              trunk=call.trunk, sip_headers=dict(call.sip_headers))
         self._digits: asyncio.Queue[str] = asyncio.Queue()
         self._key_pressed = asyncio.Event()
-        manager.dtmf_listeners.append(self._on_dtmf)
+        call.consumers.append(self._on_event)
         self.bridge: AudioBridge | None = None
 
     def close(self) -> None:
-        if self._on_dtmf in self.manager.dtmf_listeners:
-            self.manager.dtmf_listeners.remove(self._on_dtmf)
+        if self._on_event in self.call.consumers:
+            self.call.consumers.remove(self._on_event)
         if self.bridge is not None:
             self.bridge.close()
 
-    def _on_dtmf(self, call: Call, event: DtmfEvent) -> None:
-        if call is self.call:
+    def _on_event(self, call: Call, published: ev.Published) -> None:
+        event = published.event
+        if isinstance(event, ev.DtmfReceived):
             self._digits.put_nowait(event.digit)
             self._key_pressed.set()
 
@@ -100,7 +106,7 @@ class CallFlowIO:
             return
         stream = self.stream
         try:
-            source = await asyncio.to_thread(wav_source, path, stream.sample_rate)
+            source = await run_files(wav_source, path, stream.sample_rate)
         except (OSError, ValueError) as exc:  # deleted or corrupted since the flow loaded
             log.error("cannot play %s: %s", path, exc, extra={"call_id": self.call.sip_call_id})
             self.record("prompt_failed", file=str(path), error=str(exc))
@@ -145,7 +151,10 @@ class CallFlowIO:
         self._key_pressed.clear()
 
     async def listen(self, *, timeout: float, language: str, hints: list[str]) -> str | None:
-        """One utterance: wait up to ``timeout`` for speech, then until the caller stops."""
+        """One utterance: wait up to ``timeout`` for speech, then until the caller stops.
+
+        Woken only by what decides it: the caller's audio (each tick's listener), the deadline
+        (one timer) and the call's end (its event), never by polling."""
         if self.transcriber is None:
             log.warning("speech input asked for, but no transcriber is configured")
             return None
@@ -153,27 +162,43 @@ class CallFlowIO:
 
         stream = self.stream
         detector = UtteranceDetector(stream.sample_rate)
-        done: asyncio.Future[np.ndarray | None] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[np.ndarray | None] = loop.create_future()
+        deadline = loop.time() + timeout
+
+        def settle(utterance: np.ndarray | None) -> None:
+            if not done.done():
+                done.set_result(utterance)
 
         def hear(pcm: np.ndarray) -> None:
-            if not done.done():
-                utterance = detector.feed(pcm)
-                if utterance is not None:
-                    done.set_result(utterance)
+            if done.done():
+                return
+            utterance = detector.feed(pcm)
+            if utterance is not None:
+                settle(utterance)
+            elif not detector.speaking and loop.time() >= deadline:
+                settle(None)  # speech that was under way at the deadline stopped short of an utterance
+
+        def time_up() -> None:
+            if not detector.speaking:  # else the utterance under way decides, in hear()
+                settle(None)
 
         stream.audio_listeners.append(hear)
+        timer = loop.call_at(deadline, time_up)
+        hung_up = asyncio.ensure_future(self.call.ended())
         try:
-            deadline = time.monotonic() + timeout
-            while not done.done():
-                if self.call.status is CallStatus.HANGUP:
-                    raise CallHungUp()
-                if time.monotonic() > deadline and not detector.speaking:
-                    return None
-                await asyncio.sleep(POLL_S)
+            waiting: set[asyncio.Future[Any]] = {done, hung_up}
+            await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+            if not done.done():
+                raise CallHungUp()
         finally:
+            timer.cancel()
+            hung_up.cancel()
             if hear in stream.audio_listeners:
                 stream.audio_listeners.remove(hear)
         utterance = done.result()
+        if utterance is None:
+            return None
         try:
             transcriber = self.transcriber()
             text = await transcriber.transcribe_async(utterance, stream.sample_rate, language=language,
@@ -190,31 +215,40 @@ class CallFlowIO:
     async def transfer(self, target: str, *, method: str, trunk: str | None) -> bool:
         if method == "bridge":
             return await self._bridge(target, trunk)
-        seen = len(self.call.events)
-        self.manager.transfer(self.call, self._refer_uri(target))
-        deadline = time.monotonic() + TRANSFER_TIMEOUT_S
-        while time.monotonic() < deadline:
-            for event in self.call.events[seen:]:
-                if event["type"] == "refer_failed":
-                    return False
-                if event["type"] == "refer_accepted":
-                    # 202: now wait for the NOTIFY saying how the new call went (RFC 3515 §2.4.5);
-                    # a peer that never sends one gets NOTIFY_GRACE_S, then we trust the 202.
-                    deadline = min(deadline, time.monotonic() + NOTIFY_GRACE_S)
-                if event["type"] == "refer_progress" and event.get("final"):
-                    return event["status"] < 300
-            seen = len(self.call.events)
+        outcome = _ReferOutcome()
+        settled = asyncio.ensure_future(self.call.wait_for(outcome.settles, TRANSFER_TIMEOUT_S))
+        await asyncio.sleep(0)  # waiting before the REFER leaves: nothing it causes can be missed
+        try:
+            try:
+                self.manager.transfer(self.call, self._refer_uri(target))
+            except ValueError as exc:  # a browser (WebRTC) call has no dialog to REFER
+                log.warning("transfer refused: %s", exc, extra={"call_id": self.call.sip_call_id})
+                self.record("transfer_refused", reason=str(exc))
+                return False
             if self.call.status is CallStatus.HANGUP:
-                return True  # the transferee left: the transfer took
-            await asyncio.sleep(POLL_S)
-        return any(e["type"] == "refer_accepted" for e in self.call.events)
+                return True  # the transferee had already left: nothing is left to transfer
+            accepted = asyncio.ensure_future(outcome.accepted.wait())
+            try:
+                await asyncio.wait({settled, accepted}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                accepted.cancel()
+            if not settled.done():
+                # 202: now wait for the NOTIFY saying how the new call went (RFC 3515 §2.4.5);
+                # a peer that never sends one gets NOTIFY_GRACE_S, then we trust the 202.
+                await asyncio.wait({settled}, timeout=NOTIFY_GRACE_S)
+            if not settled.done() or settled.exception() is not None:  # TimeoutError: no final word came
+                return outcome.accepted.is_set()
+            return outcome.verdict(settled.result())
+        finally:
+            settled.cancel()
 
     def _refer_uri(self, target: str) -> str:
         """A phone number becomes a SIP URI at the peer that sent us the call: the
         trunk (Twilio, say) then routes the number, as it does for its own REFERs."""
         if ":" in target:
             return target
-        source = getattr(self.call.leg.session, "source", None)
+        # A browser call has no SIP peer: the number then goes to localhost, as with no source.
+        source = getattr(getattr(self.call.leg, "session", None), "source", None)
         host = getattr(source, "host", None) or "localhost"
         port = getattr(source, "port", None)
         return f"sip:{normalise_number(target)}@{host}" + (f":{port}" if port else "")
@@ -228,28 +262,32 @@ class CallFlowIO:
         except (OSError, ValueError) as exc:
             log.warning("bridged transfer to %s failed: %s", target, exc)
             return False
-        deadline = time.monotonic() + BRIDGE_ANSWER_TIMEOUT_S
+        answered = asyncio.ensure_future(other.answered(BRIDGE_ANSWER_TIMEOUT_S))
+        caller_left = asyncio.ensure_future(self.call.ended())
         try:
-            while other.status in (CallStatus.DIALING, CallStatus.RINGING) and time.monotonic() < deadline:
-                if self.call.status is CallStatus.HANGUP:
-                    raise CallHungUp()
-                await asyncio.sleep(POLL_S)
+            await asyncio.wait({answered, caller_left}, return_when=asyncio.FIRST_COMPLETED)
+            if caller_left.done():
+                raise CallHungUp()
         except (CallHungUp, asyncio.CancelledError):
             self.manager.hangup(other, "caller_hangup")  # CANCEL: the caller gave up while it rang
             raise
-        if other.status is not CallStatus.ACTIVE or other.leg.stream is None:
+        finally:
+            answered.cancel()
+            caller_left.cancel()
+        if not answered.result() or other.status is not CallStatus.ACTIVE or other.leg.stream is None:
             if other.status is not CallStatus.HANGUP:
                 self.manager.hangup(other, "no_answer")
             return False
         self.bridge = AudioBridge(self.stream, other.leg.stream)
-        self.call.log_event("bridged", target=target, other_call=other.id)
+        self.call.publish(ev.Bridged(target=target, other_call=other.id))
+        ends = [asyncio.ensure_future(leg.ended()) for leg in (self.call, other)]
         try:
-            # Stay until either side hangs up...
-            while self.call.status is not CallStatus.HANGUP and other.status is not CallStatus.HANGUP:
-                await asyncio.sleep(POLL_S * 4)
+            await asyncio.wait(ends, return_when=asyncio.FIRST_COMPLETED)  # stay until either side hangs up...
         finally:
             # ...then take the other one down too. Also when our task is cancelled
             # because the caller hung up: the far leg must not stay up alone.
+            for waiting in ends:
+                waiting.cancel()
             self.bridge.close()
             for leg in (self.call, other):
                 if leg.status is not CallStatus.HANGUP:
@@ -257,11 +295,8 @@ class CallFlowIO:
         return True
 
     async def handoff(self, agent: str, context: HandoffContext) -> None:
-        self.call.handoff = {"agent": agent, **context.to_dict()}
-        self.call.log_event("handoff", agent=agent)
-        for listener in self.manager.listeners:
-            listener(self.call, "handoff")
-        await self.start_agent(agent, self, context)
+        self.call.publish(ev.HandedOff(agent=agent, context=context.to_dict()))
+        await self.start_agent(agent, CallAgentPort(self, context))
 
     async def hangup(self, reason: str) -> None:
         if self.call.status is not CallStatus.HANGUP:
@@ -272,5 +307,25 @@ class CallFlowIO:
     def record(self, kind: str, **fields: Any) -> None:
         if "type" in fields:  # a node's own type must not hide what kind of entry this is
             fields["node_type"] = fields.pop("type")
-        entry = {"at": round(time.time(), 3), "type": kind, **{k: v for k, v in fields.items() if v is not None}}
-        self.call.ivr.append(entry)
+        self.call.publish(ev.IvrStep(kind=kind, details={k: v for k, v in fields.items() if v is not None}))
+
+
+class _ReferOutcome:
+    """Reads a REFER's fate off the call's events as they are published (none can slip by)."""
+
+    def __init__(self) -> None:
+        self.accepted = asyncio.Event()  # 202 Accepted (RFC 3515 §2.4.2)
+
+    def settles(self, event: ev.CallEvent) -> bool:
+        if isinstance(event, ev.ReferAccepted):
+            self.accepted.set()
+            return False
+        if isinstance(event, ev.StatusChanged):
+            return event.status is CallStatus.HANGUP
+        return isinstance(event, ev.ReferFailed) or (isinstance(event, ev.ReferProgress) and event.final)
+
+    @staticmethod
+    def verdict(event: ev.CallEvent) -> bool:
+        if isinstance(event, ev.ReferProgress):
+            return event.status < 300
+        return not isinstance(event, ev.ReferFailed)  # the transferee left: the transfer took

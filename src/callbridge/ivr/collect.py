@@ -54,9 +54,9 @@ async def _race(io: FlowIO, node: GatherNode, language: str, hints: list[str]) -
                 speech_task.cancel()
                 digits = await collect_digits(io, node, key_task.result())
                 return Input("dtmf", digits) if digits else None
-            if speech_task in done and (speech_task.result() or "").strip():
+            if speech_task in done and (heard := speech_task.result() or "").strip():
                 key_task.cancel()
-                return Input("speech", speech_task.result())
+                return Input("speech", heard)
         return None
     finally:
         for task in (key_task, speech_task):

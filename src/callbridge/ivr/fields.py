@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Literal, overload
 
 from ..yamlsource import Located, Path_, SourceError
 from .template import TemplateError, check, is_variable_name
@@ -63,6 +63,15 @@ class Fields:
             raise self.whole_error(f"{self.what} is missing required field {name!r}")
         return value
 
+    @overload
+    def string(self, name: str, *, required: Literal[True], default: str | None = None) -> str: ...
+
+    @overload
+    def string(self, name: str, *, required: bool = False, default: str) -> str: ...
+
+    @overload
+    def string(self, name: str, *, required: bool = False, default: None = None) -> str | None: ...
+
     def string(self, name: str, *, required: bool = False, default: str | None = None) -> str | None:
         value = self.raw(name, required=required)
         if value is None:
@@ -70,6 +79,15 @@ class Fields:
         if isinstance(value, bool) or not isinstance(value, (str, int, float)):
             raise self.error(name, f"{name} must be text, got {describe(value)}")
         return str(value)
+
+    @overload
+    def template(self, name: str, *, required: Literal[True], default: str | None = None) -> str: ...
+
+    @overload
+    def template(self, name: str, *, required: bool = False, default: str) -> str: ...
+
+    @overload
+    def template(self, name: str, *, required: bool = False, default: None = None) -> str | None: ...
 
     def template(self, name: str, *, required: bool = False, default: str | None = None) -> str | None:
         value = self.string(name, required=required, default=default)
@@ -84,6 +102,12 @@ class Fields:
         except TemplateError as exc:
             raise self.source.error(where, f"bad template in {name}: {exc}") from None
         self.templates.append((text, where))
+
+    @overload
+    def variable_name(self, name: str, *, required: Literal[True]) -> str: ...
+
+    @overload
+    def variable_name(self, name: str, *, required: bool = False) -> str | None: ...
 
     def variable_name(self, name: str, *, required: bool = False) -> str | None:
         value = self.string(name, required=required)
@@ -100,6 +124,12 @@ class Fields:
         if not minimum <= value <= maximum:
             raise self.error(name, f"{name} must be between {minimum:g} and {maximum:g}, got {value}")
         return float(value)
+
+    @overload
+    def integer(self, name: str, *, default: int, minimum: int = 0, maximum: int = 1000) -> int: ...
+
+    @overload
+    def integer(self, name: str, *, default: None, minimum: int = 0, maximum: int = 1000) -> int | None: ...
 
     def integer(self, name: str, *, default: int | None, minimum: int = 0, maximum: int = 1000) -> int | None:
         value = self.raw(name)

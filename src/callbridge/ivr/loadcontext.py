@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, overload
 
 from ..yamlsource import Located, Path_
 from .fields import Fields, describe
@@ -39,12 +39,24 @@ class LoadContext:
     def fields(self, path: Path_, value: Any, what: str, allowed: Iterable[str]) -> Fields:
         return Fields(self.source, path, value, what, allowed, self.templates)
 
+    @overload
+    def ref(self, fields: Fields, name: str, *, required: Literal[True]) -> str: ...
+
+    @overload
+    def ref(self, fields: Fields, name: str, *, required: bool = False) -> str | None: ...
+
     def ref(self, fields: Fields, name: str, *, required: bool = False) -> str | None:
         """A node id a field points at; checked once all nodes are known."""
         target = fields.string(name, required=required)
         if target is not None:
             self.references.append((target, fields.at(name)))
         return target
+
+    @overload
+    def text(self, fields: Fields, name: str, *, required: Literal[True]) -> Text: ...
+
+    @overload
+    def text(self, fields: Fields, name: str, *, required: bool = False) -> Text | None: ...
 
     def text(self, fields: Fields, name: str, *, required: bool = False) -> Text | None:
         """A prompt: a plain text or a mapping language -> text."""

@@ -8,8 +8,9 @@ recorded through ``io.record`` so the call record shows the IVR path.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timezone
+from typing import Any
 
 import httpx
 
@@ -44,7 +45,8 @@ class FlowRunner:
         self.path: list[dict[str, str]] = []  # menu choices: {"menu", "digit", "label"}
         self.visits = 0
         self.outcome: str | None = None  # hangup | transfer | handoff | loop_limit
-        self._handlers = {
+        # Each handler takes its own node type; the dict key guarantees the match.
+        self._handlers: dict[type, Callable[[Any], Awaitable[str | None]]] = {
             SayNode: self._say, PlayNode: self._play, GatherNode: self._gather, MenuNode: self._menu,
             SetNode: self._set, BranchNode: self._branch, HttpNode: self._http, TransferNode: self._transfer,
             AgentNode: self._agent, HangupNode: self._hangup, GotoNode: self._goto,

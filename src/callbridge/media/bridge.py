@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .callaudio import CallAudio
 from .sources import PcmStream
-from .stream import AudioStream
 
 # More than this much audio waiting means the legs' clocks drifted apart or one
 # side stalled: drop the backlog rather than let the delay grow for the rest of the call.
@@ -18,7 +18,7 @@ MAX_BACKLOG_S = 0.2
 
 
 class AudioBridge:
-    def __init__(self, a: AudioStream, b: AudioStream) -> None:
+    def __init__(self, a: CallAudio, b: CallAudio) -> None:
         self.a, self.b = a, b
         self._a_to_b = PcmStream(a.sample_rate, b.sample_rate, label="bridge")
         self._b_to_a = PcmStream(b.sample_rate, a.sample_rate, label="bridge")

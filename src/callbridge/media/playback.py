@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import final
 
 import numpy as np
 
@@ -21,11 +22,13 @@ from .sources import Source
 MarkCallback = Callable[[str, bool], None]  # (name, played)
 
 
+@final  # lets `type(x) is` checks narrow the union
 @dataclass(slots=True)
 class _Mark:
     name: str
 
 
+@final
 @dataclass(slots=True)
 class _Entry:
     source: Source
@@ -46,6 +49,9 @@ class PlaybackQueue:
         self.on_mark = on_mark
         self._items: deque[_Entry | _Mark] = deque()
         self.samples_played = 0  # everything sent from this queue, for the call's record
+        # The source whose one read filled the whole last tick (None: silence, or pieces of
+        # several reads): the stream may take that tick's payload from it pre-encoded.
+        self.sole_source: Source | None = None
 
     @property
     def idle(self) -> bool:
@@ -79,13 +85,15 @@ class PlaybackQueue:
         items = self._items
         parts: list[PcmArray] = []
         wanted = samples
+        source = None
         while wanted and items:
             head = items[0]
             if type(head) is _Mark:
                 items.popleft()
                 self._notify(head.name, True)
                 continue
-            pcm = head.source.read(wanted)
+            source = head.source
+            pcm = source.read(wanted)
             if pcm is None or not len(pcm):
                 items.popleft()
                 continue
@@ -93,11 +101,13 @@ class PlaybackQueue:
             parts.append(pcm)
             wanted -= len(pcm)
         self._fire_leading_marks()
+        self.sole_source = None
         if not parts:
             return None
         got = samples - wanted
         self.samples_played += got
         if len(parts) == 1 and not wanted:
+            self.sole_source = source
             return parts[0]
         out = np.zeros(samples, dtype=np.int16)
         out[:got] = np.concatenate(parts) if len(parts) > 1 else parts[0]
@@ -105,8 +115,9 @@ class PlaybackQueue:
 
     def _fire_leading_marks(self) -> None:
         # A mark with nothing before it has, by definition, been played.
-        while self._items and type(self._items[0]) is _Mark:
-            self._notify(self._items.popleft().name, True)
+        while self._items and type(head := self._items[0]) is _Mark:
+            self._items.popleft()
+            self._notify(head.name, True)
 
     def _notify(self, name: str, played: bool) -> None:
         if self.on_mark is not None:

@@ -10,6 +10,7 @@ only appends bytes until it is time to touch the disk.
 from __future__ import annotations
 
 import logging
+from concurrent.futures import Future
 from pathlib import Path
 
 import numpy as np
@@ -38,14 +39,19 @@ class CallRecorder:
     A write after :meth:`close` is ignored: ticks already in flight when the
     call ends must not fail. A disk error (full disk) stops the recording
     and is logged instead of raised, so it cannot take the call down.
+
+    With ``io`` the file is created (directories, open, first header) on the
+    runner's thread too, so the constructor never waits for the disk;
+    :attr:`opened` resolves when the file exists, or with the OSError that
+    stopped the recording.
     """
 
     def __init__(self, path: PathLike, sample_rate: int, *, header_interval_s: float = 1.0,
                  io: JobRunner | None = None) -> None:
         self.path = Path(path)
         self.sample_rate = sample_rate
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._writer = WavWriter(self.path, sample_rate, STEREO, header_interval_s=header_interval_s, io=io)
+        self._writer = WavWriter(self.path, sample_rate, STEREO, header_interval_s=header_interval_s, io=io,
+                                 parents=True)
         # Ticks are collected into one interleaved block and handed over a block at
         # a time: two slice copies per tick instead of a writer call per tick.
         self._block = np.zeros((max(1, int(sample_rate * BLOCK_SECONDS)), STEREO), dtype=np.int16)
@@ -60,9 +66,17 @@ class CallRecorder:
     def closed(self) -> bool:
         return self._writer.closed
 
+    @property
+    def opened(self) -> Future[None]:
+        """Done once the file and its first header are on disk; its exception says why they are not."""
+        return self._writer.opened
+
     def write(self, caller: NDArray[np.int16], far_end: NDArray[np.int16]) -> None:
         """Record one tick: what the caller said and what we sent them."""
         if self._writer.closed:
+            return
+        if self._writer.failed is not None:  # the file could not be created (logged where it happened)
+            self.close()
             return
         _check_frame("caller", caller)
         _check_frame("far_end", far_end)

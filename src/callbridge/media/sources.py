@@ -13,11 +13,20 @@ from typing import Protocol
 import numpy as np
 
 from .codecs.base import PcmArray, as_pcm
+from .framecache import NOT_A_FRAME, FramePayloads
 from .resample import StreamResampler, resample
 
 
 class Source(Protocol):
     def read(self, samples: int) -> PcmArray | None: ...
+
+
+class EncodedSource(Source, Protocol):
+    """A source over a shared buffer: what it last read can come pre-encoded (:mod:`.framecache`)."""
+
+    def encoded(self, payloads: FramePayloads) -> bytes | None:
+        """The payload of what the last :meth:`read` returned, or None to encode it as usual."""
+        ...
 
 
 class PcmSource:
@@ -28,6 +37,7 @@ class PcmSource:
         self.sample_rate = sample_rate
         self.label = label
         self.position = 0
+        self._last_start = NOT_A_FRAME
 
     @property
     def total_samples(self) -> int:
@@ -37,8 +47,12 @@ class PcmSource:
         start = self.position
         if start >= len(self.pcm):
             return None
+        self._last_start = start
         self.position = start + samples
         return self.pcm[start:start + samples]
+
+    def encoded(self, payloads: FramePayloads) -> bytes | None:
+        return payloads.payload(self.pcm, self._last_start)
 
 
 def pcm_source(pcm: PcmArray, from_rate: int, to_rate: int, *, label: str = "pcm") -> PcmSource:
@@ -54,6 +68,14 @@ def wav_source(path: str | Path, sample_rate: int) -> PcmSource:
     return PcmSource(pcm, rate, label=Path(path).name)
 
 
+async def load_wav_source(path: str | Path, sample_rate: int) -> PcmSource:
+    """:func:`wav_source` in the files pool: decoding and resampling a long file (music on
+    hold can be minutes of audio) on the event loop would stall every call's media."""
+    from ..offload import run_files
+
+    return await run_files(wav_source, path, sample_rate)
+
+
 class LoopSource:
     """Plays a buffer forever (music on hold)."""
 
@@ -64,16 +86,40 @@ class LoopSource:
         self.sample_rate = sample_rate
         self.label = label
         self._position = 0
+        self._last_start = NOT_A_FRAME
 
     def read(self, samples: int) -> PcmArray:
         pcm, start = self.pcm, self._position
         end = start + samples
         if end <= len(pcm):
             self._position = end % len(pcm)
+            self._last_start = start
             return pcm[start:end]
         out = np.resize(np.roll(pcm, -start), samples)  # wraps as many times as needed
         self._position = end % len(pcm)
+        self._last_start = NOT_A_FRAME  # the loop's seam: not one frame of the buffer
         return out
+
+    def encoded(self, payloads: FramePayloads) -> bytes | None:
+        return payloads.payload(self.pcm, self._last_start)
+
+
+def take_samples(chunks: deque[PcmArray], count: int) -> PcmArray:
+    """Up to ``count`` samples from the front of a queue of chunks (a chunk split if need be)."""
+    parts: list[PcmArray] = []
+    wanted = count
+    while wanted and chunks:
+        head = chunks[0]
+        if len(head) <= wanted:
+            parts.append(chunks.popleft())
+            wanted -= len(head)
+        else:
+            parts.append(head[:wanted])
+            chunks[0] = head[wanted:]
+            wanted = 0
+    if not parts:
+        return np.zeros(0, dtype=np.int16)
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
 class PcmStream:
@@ -121,17 +167,6 @@ class PcmStream:
                 return None
             self.underruns += 1
             return np.zeros(samples, dtype=np.int16)
-        parts = []
-        wanted = samples
-        while wanted and self._chunks:
-            head = self._chunks[0]
-            if len(head) <= wanted:
-                parts.append(self._chunks.popleft())
-                wanted -= len(head)
-            else:
-                parts.append(head[:wanted])
-                self._chunks[0] = head[wanted:]
-                wanted = 0
-        taken = samples - wanted
-        self._buffered -= taken
-        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+        pcm = take_samples(self._chunks, samples)
+        self._buffered -= len(pcm)
+        return pcm

@@ -15,7 +15,6 @@ expensive work happens on the pacer's even schedule.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import random
 import struct
@@ -23,7 +22,6 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
@@ -32,17 +30,16 @@ from ..rtp.packet import RTCP_SECOND_OCTET_MAX, RTCP_SECOND_OCTET_MIN, RTP_HEADE
 from ..rtp.rtcp import RtcpError, parse_compound
 from ..rtp.socket import RtpSocket
 from ..rtp.stats import RtcpScheduler
+from .callaudio import AudioListener, CallAudio
 from .codecs import codec_for
 from .codecs.base import AudioCodec, PcmArray
 from .dtmf import DtmfEvent
-from .dtmf.collector import DtmfCollector
-from .dtmf.inband import dtmf_sequence
 from .dtmf.rfc4733 import EventPacket, dial_string_packets
+from .framecache import STATELESS_CODECS, shared_payloads
 from .pacer import FRAME_MS
-from .playback import Interrupted, PlaybackQueue
 from .receive import AudioReceiver
 from .recorder import CallRecorder
-from .sources import PcmSource, Source
+from .sources import Source
 
 log = logging.getLogger("callbridge.media")
 
@@ -52,10 +49,8 @@ _HEADER = struct.Struct("!BBHII")
 _PLAIN_FIRST_OCTET = 0x80  # V=2, no padding, extension or CSRCs
 _MARKER = 0x80
 _PT_MASK = 0x7F
-# Codecs without state between frames: their encoded silence can be cached.
-STATELESS_CODECS = frozenset({"PCMU", "PCMA", "L16"})
 
-AudioListener = Callable[[PcmArray], None]
+__all__ = ["AudioListener", "AudioStream", "StreamStats"]
 
 
 @dataclass(slots=True)
@@ -71,7 +66,7 @@ class StreamStats:
 
 
 @dataclass(eq=False)
-class AudioStream:
+class AudioStream(CallAudio):
     socket: RtpSocket
     codec_name: str
     payload_type: int
@@ -98,52 +93,27 @@ class AudioStream:
         self._ticks = self.codec.clock_rate * FRAME_MS // 1000
         self._silence = np.zeros(self._samples, dtype=np.int16)
         self._silent_payload = self.codec.encode(self._silence) if self.codec_name in STATELESS_CODECS else None
+        # Prompts, tones and hold music are shared buffers: encoded once for every call (None: G.722).
+        self._payloads = shared_payloads(self.codec_name, self._samples,
+                                         codec_for(self.codec_name, self.codec.clock_rate))
         self.receiver = AudioReceiver(self.codec, ptime_ms=self.ptime_ms, cn_payload_type=self.cn_payload_type)
-        self.playback = PlaybackQueue(self.codec.sample_rate, on_mark=self._mark_reached)
-        self.dtmf = DtmfCollector(sample_rate=self.codec.sample_rate, inband=self.inband_dtmf,
-                                  on_digit=self._digit, clock_rate=self.codec.clock_rate)
+        self._init_audio(self.codec.sample_rate, inband_dtmf=self.inband_dtmf, dtmf_clock_rate=self.codec.clock_rate)
         self.rtcp = RtcpScheduler(self.ssrc, self.cname, self.codec.clock_rate)
-        self.audio_listeners: list[AudioListener] = []
-        self.mark_listeners: list[Callable[[str, bool], None]] = []
-        self._mark_futures: dict[str, asyncio.Future] = {}
-        self._mark_ids = 0
         self._dtmf_out: deque[EventPacket] = deque()
         self._dtmf_start = 0
         self._remote_ssrc: int | None = None
         self._last_sent: tuple[int, float] | None = None
         self._reported_packets = 0
-        self.closed = False
         self.local_port = self.socket.port  # kept for the record after the port is released
         self.socket.on_rtp = self._rtp_received
         self.socket.on_rtcp = self._rtcp_received
         # Only what the SDP negotiated may latch the socket or reach the call.
         self.socket.set_payload_types((self.payload_type, self.cn_payload_type), (self.telephone_event_pt,))
 
-    @property
-    def sample_rate(self) -> int:
-        return self.codec.sample_rate
-
     def start(self, now: float) -> None:
         self.rtcp.start(now)
 
-    # -- what the application uses ------------------------------------------------------
-
-    def play(self, source: Source) -> asyncio.Future:
-        """Queue ``source``; the future resolves True once played, False if flushed."""
-        self.playback.enqueue(source)
-        return self.mark()
-
-    def mark(self, name: str | None = None) -> asyncio.Future:
-        self._mark_ids += 1
-        name = name or f"play-{self._mark_ids}"
-        future = asyncio.get_running_loop().create_future()
-        self._mark_futures[name] = future
-        self.playback.mark(name)
-        return future
-
-    def flush(self) -> Interrupted | None:
-        """Stop everything queued at once (barge-in)."""
-        return self.playback.flush()
+    # -- what the application uses (the rest: CallAudio) -----------------------------------
 
     def send_dtmf(self, digits: str, duration_ms: float = 100.0) -> None:
         """RFC 4733 events when the peer took telephone-event, tones in the audio otherwise."""
@@ -151,8 +121,7 @@ class AudioStream:
             self._dtmf_start = self._timestamp
             self._dtmf_out.extend(dial_string_packets(digits, self._timestamp, self.codec.clock_rate, duration_ms))
         else:
-            self.playback.enqueue_front(PcmSource(dtmf_sequence(digits, self.sample_rate, duration_ms),
-                                                  self.sample_rate, label=f"dtmf {digits}"))
+            self._send_dtmf_tones(digits, duration_ms)
 
     def confirm_remote(self) -> None:
         """The SDP's address is the peer's own (the ACK came, or it answered our INVITE): media may go there."""
@@ -167,10 +136,7 @@ class AudioStream:
 
     def tick(self, now: float) -> None:
         heard = self.receiver.read(now)
-        if self.dtmf.wants_audio:
-            self.dtmf.on_audio(heard, now)
-        for listener in self.audio_listeners:
-            listener(heard)
+        self._hear(heard, now)
         said = self._silence
         # Nothing plays to an address nobody confirmed (media reflection); the queue waits for the ACK.
         if self.sending and self.socket.can_send:
@@ -196,26 +162,35 @@ class AudioStream:
             sender.set_totals(stats.packets_sent, stats.octets_sent, *self._last_sent)
 
     def _send_audio(self, now: float) -> PcmArray:
-        source = self.hold_source if self.hold == "local" and self.hold_source is not None else None
-        pcm = source.read(self._samples) if source is not None else self.playback.read(self._samples)
+        pcm, source = self._next_said(self._samples)
         if pcm is None:
             pcm = self._silence
             payload = self._silent_payload or self.codec.encode(pcm)
         else:
-            if len(pcm) < self._samples:
-                pcm = np.concatenate((pcm, self._silence[len(pcm):]))
-            payload = self.codec.encode(pcm)
+            shared = None
+            if self._payloads is not None and source is not None:
+                encoded = getattr(source, "encoded", None)  # sources over shared buffers (EncodedSource)
+                if encoded is not None:
+                    shared = encoded(self._payloads)
+            if shared is not None:
+                payload = shared
+            else:
+                if len(pcm) < self._samples:
+                    pcm = np.concatenate((pcm, self._silence[len(pcm):]))
+                payload = self.codec.encode(pcm)
         self._send(self.payload_type, self._timestamp, payload, now)
         return pcm
 
     def _send_due_events(self, now: float) -> bool:
+        event_pt = self.telephone_event_pt
+        assert event_pt is not None  # send_dtmf queues events only when the peer took telephone-event
         elapsed = (self._timestamp - self._dtmf_start) % TIMESTAMP_MODULO
         queue = self._dtmf_out
         sent = False
         while queue and queue[0].send_offset <= elapsed + self._ticks:
             packet = queue.popleft()
             self._marker = packet.marker
-            self._send(self.telephone_event_pt, packet.timestamp, packet.payload, now)
+            self._send(event_pt, packet.timestamp, packet.payload, now)
             self.stats.dtmf_sent += 1
             sent = True
         if sent and not queue:
@@ -276,17 +251,6 @@ class AudioStream:
         self.stats.rtcp_received += 1
         self.rtcp.on_rtcp(packets, time.monotonic(), time.time())
 
-    def _digit(self, event: DtmfEvent) -> None:
-        if self.on_dtmf is not None:
-            self.on_dtmf(event)
-
-    def _mark_reached(self, name: str, played: bool) -> None:
-        future = self._mark_futures.pop(name, None)
-        if future is not None and not future.done():
-            future.set_result(played)
-        for listener in self.mark_listeners:
-            listener(name, played)
-
     # -- ending -----------------------------------------------------------------------------------
 
     def close(self, now: float | None = None) -> None:
@@ -295,20 +259,13 @@ class AudioStream:
             return
         self.closed = True
         now = time.monotonic() if now is None else now
-        self.dtmf.close(now)
         self._sync_sender_stats()
         try:
             self.socket.send_rtcp(self.rtcp.build_bye(now, time.time()))
         except OSError:
             pass
         self.socket.close()
-        self.playback.flush()
-        for future in self._mark_futures.values():
-            if not future.done():
-                future.set_result(False)
-        self._mark_futures.clear()
-        if self.recorder is not None:
-            self.recorder.close()
+        self._close_audio(now)
 
     def media_record(self) -> dict:
         """What the call record shows about this stream."""
@@ -341,7 +298,3 @@ class AudioStream:
             "hold": self.hold,
             "dtmf_inband": self.dtmf.inband_active,
         }
-
-
-def recording_path(directory: Path, call_id: str) -> Path:
-    return directory / f"{call_id}.wav"

@@ -17,6 +17,9 @@ The writer produces 16-bit PCM and rewrites the header sizes every
 ``header_interval_s`` of audio, so after a process crash the file on disk is
 a valid WAV holding all but the last interval; :func:`repair_wav` then
 recovers the rest from the file length.
+
+One module over the usual size because the reader, the writer and repair
+share the header layout and its constants.
 """
 
 from __future__ import annotations
@@ -27,14 +30,15 @@ import os
 import struct
 import sys
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import Any, BinaryIO, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
 
-from .codecs.g711 import alaw_decode, ulaw_decode
+from .codecs.g711 import ALAW_DECODE_TABLE, ULAW_DECODE_TABLE
 from .resample import resample
 
 log = logging.getLogger("callbridge.media")
@@ -298,11 +302,11 @@ def _decode(audio: bytes | memoryview, fmt: _Format) -> PcmArray:
     audio = audio[: frames * fmt.frame_bytes]  # drop a trailing partial frame
     raw = np.frombuffer(audio, dtype=np.uint8)
     # Each branch yields interleaved samples and the value of full scale.
-    samples: NDArray[np.generic]
+    samples: NDArray[Any]  # int16, int32 or float, by format
     if fmt.tag == WAVE_FORMAT_MULAW:
-        samples, full_scale = ulaw_decode(audio), INT16_FULL_SCALE
+        samples, full_scale = ULAW_DECODE_TABLE[raw], INT16_FULL_SCALE
     elif fmt.tag == WAVE_FORMAT_ALAW:
-        samples, full_scale = alaw_decode(audio), INT16_FULL_SCALE
+        samples, full_scale = ALAW_DECODE_TABLE[raw], INT16_FULL_SCALE
     elif fmt.tag == WAVE_FORMAT_IEEE_FLOAT:
         samples, full_scale = raw.view("<f4" if fmt.width == 4 else "<f8"), 1.0
     elif fmt.width == 1:
@@ -372,10 +376,17 @@ class WavWriter:
     valid file missing at most the last interval; :func:`repair_wav`
     recovers what was written after it. No fsync: this guards against the
     process dying, not the machine (the page cache survives the former).
+
+    With ``io`` even opening the file and writing its first header run there:
+    a slow disk (or a network mount) never stalls the caller's thread. The
+    constructor then returns at once; :attr:`opened` says how the open went,
+    and an open that failed turns the later disk jobs into no-ops and
+    :meth:`write` into an OSError. ``parents`` creates missing directories
+    first, in the same job.
     """
 
     def __init__(self, path: PathLike, sample_rate: int, channels: int, *,
-                 header_interval_s: float = 1.0, io: JobRunner | None = None) -> None:
+                 header_interval_s: float = 1.0, io: JobRunner | None = None, parents: bool = False) -> None:
         _check_rate_argument(sample_rate, "sample_rate")
         # block align is a u16 and byte rate a u32 in the fmt chunk
         if not 1 <= channels <= MAX_WRITE_CHANNELS or sample_rate * channels * PCM16_BYTES > U32_MAX:
@@ -399,13 +410,38 @@ class WavWriter:
         self._closed = False
         # With ``io`` (a BackgroundFileWriter) the disk work runs on its thread, in order.
         self._io = io
-        self._file: BinaryIO = open(self.path, "wb")  # noqa: SIM115 - lives as long as the writer
+        self._parents = parents
+        self._file: BinaryIO | None = None
+        self._failed: BaseException | None = None
+        self.opened: Future[None] = Future()  # resolved once the file and its first header are on disk
+        if io is None:
+            self._open()
+        else:
+            io.submit(self._open_in_background)
+
+    def _open(self) -> None:
         try:
-            self._file.write(_pcm16_header(sample_rate, channels, 0))
-            self._file.flush()
-        except BaseException:
-            self._file.close()
+            if self._parents:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            file = open(self.path, "wb")  # noqa: SIM115 - lives as long as the writer
+            try:
+                file.write(_pcm16_header(self.sample_rate, self.channels, 0))
+                file.flush()
+            except BaseException:
+                file.close()
+                raise
+        except BaseException as exc:
+            self._failed = exc
+            self.opened.set_exception(exc)
             raise
+        self._file = file
+        self.opened.set_result(None)
+
+    def _open_in_background(self) -> None:
+        try:
+            self._open()
+        except OSError as exc:  # a full or read-only disk: this file is lost, the writer's caller goes on
+            log.error("cannot open %s for writing: %s", self.path, exc)
 
     @property
     def frames_written(self) -> int:
@@ -420,10 +456,17 @@ class WavWriter:
     def closed(self) -> bool:
         return self._closed
 
+    @property
+    def failed(self) -> BaseException | None:
+        """Why the file could not be opened (only ever set with ``io``, where the open runs later)."""
+        return self._failed
+
     def write(self, frames: NDArray[np.int16]) -> None:
         """Append int16 frames: shape (n,) for mono or (n, channels)."""
         if self._closed:
             raise ValueError(f"write to closed WavWriter for {self.path}")
+        if self._failed is not None:
+            raise OSError(f"{self.path} could not be opened: {self._failed}")
         if frames.dtype != _INT16:
             raise TypeError(f"expected int16 samples, got {frames.dtype}")
         shape = frames.shape
@@ -459,6 +502,8 @@ class WavWriter:
 
     def _write_to_disk(self, chunk: bytes | None, header_size: int | None) -> None:
         f = self._file
+        if f is None:  # the open failed (and was logged): nothing to write to
+            return
         if chunk is not None:
             f.write(chunk)
             f.flush()
@@ -486,7 +531,8 @@ class WavWriter:
             try:
                 self._write_to_disk(chunk, final_size)
             finally:
-                self._file.close()
+                if self._file is not None:
+                    self._file.close()
 
         self._run(finish)
 

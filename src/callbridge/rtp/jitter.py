@@ -15,6 +15,7 @@ import bisect
 import enum
 from collections import deque
 from dataclasses import dataclass
+from typing import Final, final
 
 from .packet import RtpPacket
 
@@ -58,6 +59,8 @@ EXPAND_SPACING = 2  # pops between stretches while audio is available
 SEEN_WINDOW = 512  # sequence numbers remembered for duplicate detection
 _SEQ_BITS = 16
 _TS_BITS = 32
+_TS_MASK = (1 << _TS_BITS) - 1
+_TS_HALF = 1 << (_TS_BITS - 1)
 
 
 class GapReason(enum.Enum):
@@ -66,6 +69,7 @@ class GapReason(enum.Enum):
     SILENCE = "silence"  # nothing to play (buffering, DTX without CN)
 
 
+@final  # lets `type(x) is` checks narrow the union in the hot path
 @dataclass(slots=True, frozen=True)
 class Frame:
     sequence: int
@@ -74,6 +78,7 @@ class Frame:
     marker: bool = False
 
 
+@final
 @dataclass(slots=True, frozen=True)
 class ComfortNoise:
     """Comfort noise in effect (RFC 3389 §3): ``level`` is -dBov (0..127)."""
@@ -82,6 +87,7 @@ class ComfortNoise:
     payload: bytes = b""
 
 
+@final
 @dataclass(slots=True, frozen=True)
 class Gap:
     reason: GapReason
@@ -115,14 +121,27 @@ class JitterStats:
     jitter_ms: float
 
 
-@dataclass(slots=True)
-class _Entry:
-    ext_seq: int
-    sequence: int
-    timestamp: int
-    payload: bytes
-    marker: bool
-    cn: bool
+# A buffered packet: (extended sequence number, the frame to play, comfort noise?). A tuple, and the
+# Frame built without the frozen dataclass's per-field object.__setattr__: both are once per packet.
+_Entry = tuple[int, Frame, bool]
+_EXT_SEQ: Final = 0
+_FRAME: Final = 1
+_CN: Final = 2
+_new_frame = object.__new__
+_set_sequence = Frame.__dict__["sequence"].__set__
+_set_timestamp = Frame.__dict__["timestamp"].__set__
+_set_payload = Frame.__dict__["payload"].__set__
+_set_marker = Frame.__dict__["marker"].__set__
+
+
+def _frame(sequence: int, timestamp: int, payload: bytes, marker: bool) -> Frame:
+    """``Frame(sequence, timestamp, payload, marker)``, a third of the cost (same object, still frozen)."""
+    frame = _new_frame(Frame)
+    _set_sequence(frame, sequence)
+    _set_timestamp(frame, timestamp)
+    _set_payload(frame, payload)
+    _set_marker(frame, marker)
+    return frame
 
 
 def _unwrap(value: int, ref_raw: int, ref_ext: int, bits: int) -> int:
@@ -273,8 +292,8 @@ class JitterBuffer:
         if play_ts is not None and ext_ts < play_ts:
             self.late += 1
             # Counted lost when the pointer passed it; it did arrive after all.
-            first = self._first_consumed
-            if first is not None and first < ext_seq < self._last_consumed and self.lost:
+            first, last = self._first_consumed, self._last_consumed
+            if first is not None and last is not None and first < ext_seq < last and self.lost:
                 self.lost -= 1
             return False
         if ext_ts in self._entries:
@@ -284,7 +303,7 @@ class JitterBuffer:
         cn = payload_type is not None and payload_type == self.cn_payload_type
         if cn:
             self.comfort_noise += 1
-        self._entries[ext_ts] = _Entry(ext_seq, seq, timestamp, payload, marker, cn)
+        self._entries[ext_ts] = (ext_seq, _frame(seq, timestamp, payload, marker), cn)
         bisect.insort(self._order, ext_ts)
         while len(self._order) > self.capacity:
             dropped = self._consume_head()
@@ -327,7 +346,14 @@ class JitterBuffer:
         return ext
 
     def _ext_ts(self, ts: int) -> int:
-        ext, self._ts_ref = _extend(ts, self._ts_ref, _TS_BITS)
+        ref = self._ts_ref
+        if ref is not None:
+            step = (ts - ref[0]) & _TS_MASK
+            if 0 < step < _TS_HALF:  # later than the highest so far: the common case, as _extend would
+                ext = ref[1] + step
+                self._ts_ref = (ts, ext)
+                return ext
+        ext, self._ts_ref = _extend(ts, ref, _TS_BITS)
         return ext
 
     def _remember(self, ext_seq: int) -> None:
@@ -400,7 +426,7 @@ class JitterBuffer:
         lag = (ideal - play_ts) / spf
 
         if order and order[0] < play_ts + spf:
-            if self._entries[order[0]].cn:
+            if self._entries[order[0]][_CN]:
                 return self._start_cn()
             if lag < EXPAND_LAG and self._since_expand >= EXPAND_SPACING:
                 self._since_expand = 0
@@ -415,17 +441,17 @@ class JitterBuffer:
                 self._consume_head()
                 self._since_shrink = 0
                 self.shrunk += 1
-                if self._entries[order[0]].cn:
+                if self._entries[order[0]][_CN]:
                     return self._start_cn()
-            entry = self._entries[order[0]]
+            frame = self._entries[order[0]][_FRAME]
             self._play_ts = self._consume_head() + spf
             self._conceal_run = 0
             self._cn = None
-            return Frame(entry.sequence, entry.timestamp, entry.payload, entry.marker)
+            return frame
 
         if order:
-            head = self._entries[order[0]]
-            if head.marker or head.cn:
+            _, head, cn = self._entries[order[0]]
+            if head.marker or cn:
                 # The gap is DTX before a new talkspurt or CN, not loss.
                 self._anchored = False
                 return None
@@ -441,9 +467,8 @@ class JitterBuffer:
         return GAP_LOSS
 
     def _start_cn(self) -> ComfortNoise:
-        entry = self._entries[self._order[0]]
+        payload = self._entries[self._order[0]][_FRAME].payload
         self._play_ts = self._consume_head() + self.samples_per_frame
-        payload = entry.payload
         # RFC 3389 §3: first octet is the noise level in -dBov (7 bits).
         level = payload[0] & 0x7F if payload else 0
         self._cn = ComfortNoise(level, payload)
@@ -452,8 +477,7 @@ class JitterBuffer:
 
     def _consume_head(self) -> int:
         ext_ts = self._order.pop(0)
-        entry = self._entries.pop(ext_ts)
-        ext_seq = entry.ext_seq
+        ext_seq = self._entries.pop(ext_ts)[_EXT_SEQ]
         last = self._last_consumed
         if last is None:
             self._first_consumed = self._last_consumed = ext_seq

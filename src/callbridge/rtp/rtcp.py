@@ -7,6 +7,7 @@ is kept as :class:`RtcpUnknown` so a compound packet round-trips.
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .packet import RTP_VERSION, RtpError
@@ -331,7 +332,7 @@ class RtcpUnknown:
 
 RtcpPacket = RtcpSenderReport | RtcpReceiverReport | RtcpSdes | RtcpBye | RtcpUnknown
 
-_DECODERS = {
+_DECODERS: dict[int, Callable[[int, bytes], RtcpPacket]] = {
     RTCP_SR: RtcpSenderReport._from_body,
     RTCP_RR: RtcpReceiverReport._from_body,
     RTCP_SDES: RtcpSdes._from_body,

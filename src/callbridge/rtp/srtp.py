@@ -18,6 +18,7 @@ from __future__ import annotations
 import binascii
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pylibsrtp
@@ -43,13 +44,14 @@ SUITES: dict[str, int] = {
     "AES_CM_128_HMAC_SHA1_32": pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_32,
 }
 DEFAULT_SUITE = "AES_CM_128_HMAC_SHA1_80"  # the one RFC 4568 §6.2.1 and every SDES peer support
-MAX_TAG = 999_999_999  # RFC 4568 §9.1: tag = 1*9DIGIT
 # RFC 3711 §3.3.2: the replay list must hold at least 64 packets; libsrtp's default (0 means it) is 128.
 REPLAY_WINDOW = 128
 # Session parameters (RFC 4568 §6.3) that change nothing for us when given their default value.
 _HARMLESS_PARAMS = re.compile(r"^(WSH=\d+|KDR=0)$")
 _LIFETIME = re.compile(r"^(2\^)?\d{1,20}$")
 _TAG = re.compile(r"^\d{1,9}$")
+# One libsrtp call: protect/unprotect an RTP or RTCP packet.
+Transform = Callable[[bytes], bytes]
 
 
 class SrtpError(ValueError):
@@ -186,7 +188,7 @@ class SrtpContext:
     def protect_rtcp(self, packet: bytes) -> bytes | None:
         return self._send(self._tx.protect_rtcp, packet)
 
-    def _send(self, transform, packet: bytes) -> bytes | None:
+    def _send(self, transform: Transform, packet: bytes) -> bytes | None:
         try:
             data = transform(packet)
         except (pylibsrtp.Error, ValueError):
@@ -203,7 +205,7 @@ class SrtpContext:
     def unprotect_rtcp(self, packet: bytes) -> bytes | None:
         return self._receive(self._rx.unprotect_rtcp, packet)
 
-    def _receive(self, transform, packet: bytes) -> bytes | None:
+    def _receive(self, transform: Transform, packet: bytes) -> bytes | None:
         try:
             data = transform(packet)
         except pylibsrtp.Error as exc:

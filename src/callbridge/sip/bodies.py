@@ -42,10 +42,6 @@ def parse_dtmf_info(content_type: str | None, body: bytes) -> InfoDtmf | None:
     return InfoDtmf(digit, int(duration) if duration.isdigit() else DEFAULT_INFO_DURATION_MS)
 
 
-def dtmf_relay_body(digit: str, duration_ms: int = DEFAULT_INFO_DURATION_MS) -> bytes:
-    return f"Signal={digit}\r\nDuration={duration_ms}\r\n".encode()
-
-
 def sipfrag(status: int, reason: str) -> bytes:
     """RFC 3515 §2.4.5: the NOTIFY body is a status line as message/sipfrag."""
     return f"SIP/2.0 {status} {reason}\r\n".encode()

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .message import Request, Response
-from .uri import NameAddr, SipUri, Uri, Via, parse_name_addr
+from .uri import NameAddr, SipUri, Uri, Via
 
 MAX_FORWARDS = 70
 
@@ -138,7 +138,3 @@ class Dialog:
 def _without_tag(addr: NameAddr) -> NameAddr:
     params = {k: v for k, v in addr.params.items() if k != "tag"}
     return NameAddr(uri=addr.uri, display_name=addr.display_name, params=params)
-
-
-def parse_contact(value: str) -> NameAddr:
-    return parse_name_addr(value)

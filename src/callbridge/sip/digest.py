@@ -3,6 +3,9 @@
 RFC 3261 §22 carries RFC 2617/7616 Digest in (Proxy-)WWW-Authenticate and
 (Proxy-)Authorization; RFC 8760 adds SHA-256 for SIP. Everything here is pure:
 no sockets, no clocks (``now`` is passed in), randomness only for nonce salt.
+
+One module at ~520 lines because the parser, the client side and the verifier
+share one header grammar and one hash, and each part alone would be a fragment.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ SHA256, SHA256_SESS = "SHA-256", "SHA-256-sess"
 # Strongest first; the hash names are hashlib's.
 ALGORITHMS: dict[str, str] = {SHA256: "sha256", SHA256_SESS: "sha256", MD5: "md5", MD5_SESS: "md5"}
 _CANONICAL = {name.upper(): name for name in ALGORITHMS}
-QOP_AUTH, QOP_AUTH_INT = "auth", "auth-int"
+QOP_AUTH = "auth"  # the only qop we offer and answer (we do not hash bodies for auth-int)
 NC_DIGITS = 8  # RFC 7616 §3.4: nc is exactly 8 hex digits
 DEFAULT_NONCE_LIFETIME = 300.0
 NONCE_FUTURE_TOLERANCE = 5.0  # seconds a nonce's stamp may lead ``now``

@@ -1,4 +1,4 @@
-"""What the UA core tells the call layer. Each event names the session it concerns."""
+"""What the UA core tells its owner: session events (each names its session) and registration events."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from .message import Request, Response
+from .registration import RegistrationEvent
 from .uri import NameAddr
 
 if TYPE_CHECKING:
@@ -130,5 +131,9 @@ class AuthFailed:
 
 SessionEvent = (
     IncomingCall | CallConfirmed | CallProgress | CallAnswered | CallFailed | CallCancelled | CallEnded
-    | OfferReceived | AnswerReceived | DtmfInfoReceived | ReferReceived | ReferAccepted | ReferProgress | ReferFailed | AuthFailed
+    | OfferReceived | AnswerReceived | DtmfInfoReceived | ReferReceived | ReferAccepted | ReferProgress | ReferFailed
+    | AuthFailed
 )
+# Everything UserAgent.next_event() hands out: session events, and the status changes of the
+# outbound registrations it keeps (Registered, RegistrationFailed, Unregistered; sip/registration.py).
+UaEvent = SessionEvent | RegistrationEvent

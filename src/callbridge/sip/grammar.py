@@ -15,8 +15,6 @@ from .errors import SipParseError
 # RFC 3261 §25.1: token = 1*(alphanum / "-" / "." / "!" / "%" / "*" / "_" / "+" / "`" / "'" / "~")
 TOKEN_CHARS = r"A-Za-z0-9\-.!%*_+`'~"
 TOKEN = re.compile(rf"[{TOKEN_CHARS}]+")
-# Method = token (RFC 3261 §25.1 extension-method).
-METHOD = TOKEN
 # hostname / IPv4address / IPv6reference (RFC 3261 §25.1).
 HOSTNAME = re.compile(r"(?:[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?\.)*[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?\.?")
 IPV4 = re.compile(r"\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}", re.ASCII)

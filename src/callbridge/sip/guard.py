@@ -23,6 +23,11 @@ logged in before from its own address.
 Memory is bounded: at most ``max_tracked`` records (expired ones are dropped
 first, active bans last), and the remembered good pairs likewise.
 Time is whatever clock the caller passes as ``now`` (the UA uses the loop's).
+
+In a cluster (app/cluster/bans.py) failures stay counted per worker; bans are
+shared: ``on_ban``/``on_lift`` tell the sharer what this table decided, and
+:meth:`AuthGuard.impose` / ``lift(..., announce=False)`` apply what another
+worker decided without telling anyone again (no echo).
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ import functools
 import ipaddress
 import logging
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 log = logging.getLogger("callbridge.sip.guard")
@@ -126,6 +132,9 @@ class AuthGuard:
         self.refused_total = 0
         self.dropped_total = 0
         self.bans_total = 0
+        # Told of every ban this table starts and every lift asked of it; must not block or raise.
+        self.on_ban: Callable[[Ban], None] | None = None
+        self.on_lift: Callable[[str, str], None] | None = None
 
     # -- questions -------------------------------------------------------------
 
@@ -193,9 +202,42 @@ class AuthGuard:
     def record_dropped(self) -> None:
         self.dropped_total += 1
 
-    def lift(self, kind: str, key: str) -> bool:
-        """End a ban (and forget its failures) by hand; False if there was none."""
-        return self._records.pop((kind, source_key(key) if kind == SOURCE else key), None) is not None
+    def lift(self, kind: str, key: str, *, announce: bool = True) -> bool:
+        """End a ban (and forget its failures) by hand; False if there was none.
+
+        ``announce`` tells ``on_ban``'s counterpart ``on_lift`` (an operator's lift); a lift
+        another worker made is applied with ``announce=False``.
+        """
+        found = self._records.pop((kind, source_key(key) if kind == SOURCE else key), None) is not None
+        if found and announce and self.on_lift is not None:
+            self.on_lift(kind, source_key(key) if kind == SOURCE else key)
+        return found
+
+    def impose(self, kind: str, key: str, until: float, now: float, *, offences: int = 1) -> Ban | None:
+        """Apply a ban decided elsewhere (another worker) until ``until``; never reported to ``on_ban``.
+
+        ``until`` is capped at the longest ban the policy allows. A ban already running
+        longer is kept. Returns the ban now in force, or None when nothing changed.
+        """
+        if kind not in (SOURCE, USERNAME):
+            raise ValueError(f"kind must be {SOURCE} or {USERNAME}")
+        policy = self.policy
+        until = min(until, now + max(policy.max_ban_seconds, policy.ban_seconds))
+        if until <= now:
+            return None
+        record_key = (kind, source_key(key) if kind == SOURCE else key)
+        record = self._records.get(record_key)
+        if record is not None and record.banned_until >= until:
+            return None
+        if record is None:
+            record = self._records[record_key] = _Record()
+            self._make_room(now)
+        self._records.move_to_end(record_key)
+        record.banned_until = until
+        record.failures = 0
+        record.retry_at = 0.0
+        record.offences = max(record.offences, offences)  # repeat offences double the next ban on any worker
+        return Ban(kind, record_key[1], until, 0, record.offences)
 
     # -- internals -------------------------------------------------------------
 
@@ -225,7 +267,8 @@ class AuthGuard:
         record.failures += 1
         if record.failures >= policy.failures_before_ban:
             record.offences += 1
-            length = min(policy.ban_seconds * 2 ** (record.offences - 1), max(policy.max_ban_seconds, policy.ban_seconds))
+            longest = max(policy.max_ban_seconds, policy.ban_seconds)
+            length = min(policy.ban_seconds * 2 ** (record.offences - 1), longest)
             record.banned_until = now + length
             record.failures = 0  # after the ban, a clean slate for back-off, not an instant re-ban
             record.retry_at = 0.0
@@ -233,6 +276,8 @@ class AuthGuard:
             ban = Ban(key[0], key[1], record.banned_until, policy.failures_before_ban, record.offences)
             log.warning("banned %s %s for %.0f s after %d failed logins", key[0], key[1], length,
                         policy.failures_before_ban)
+            if self.on_ban is not None:
+                self.on_ban(ban)
             return ban
         if record.failures >= policy.failures_before_backoff:
             steps = record.failures - policy.failures_before_backoff

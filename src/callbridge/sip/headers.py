@@ -66,6 +66,10 @@ def canonical_name(name: str) -> str:
     return "-".join(part[:1].upper() + part[1:] for part in lower.split("-"))
 
 
+# Spelled here because inside the class ``set`` names the Headers.set method.
+TokenSet = set[str]
+
+
 class Headers:
     """Header fields in wire order; names are canonicalised once on insert."""
 
@@ -125,7 +129,7 @@ class Headers:
                     values.append(part)
         return values
 
-    def get_tokens(self, name: str) -> set[str]:
+    def get_tokens(self, name: str) -> TokenSet:
         """Option-tag style headers (Supported, Require, Allow) as a lower-case set."""
         return {value.lower() for value in self.get_list(name)}
 

@@ -49,10 +49,8 @@ class CSeq:
         return f"{self.number} {self.method}"
 
 
-# RFC 3261 §8.1.1.5 / §20.16: the sequence number is a 32-bit unsigned
-# integer; a UAC picks its *initial* value below 2**31 so it can grow.
+# RFC 3261 §8.1.1.5 / §20.16: the sequence number is a 32-bit unsigned integer.
 MAX_CSEQ = 2**32 - 1
-MAX_INITIAL_CSEQ = 2**31 - 1
 # RFC 3261 §20.22: Max-Forwards is 0-255. §20.19: Expires is 32-bit.
 MAX_MAX_FORWARDS = 255
 MAX_EXPIRES = 2**32 - 1

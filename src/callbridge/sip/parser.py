@@ -146,6 +146,7 @@ def parse_message(data: bytes, *, stream: bool = False) -> Message:
         decode_error = "headers are not valid UTF-8"
     lines = _unfold(head)
     message, start_error = _parse_start_line(lines[0])
+    header_error: SipParseError | None
     if len(lines) > MAX_HEADER_LINES + 1:
         # Keep what a 513 needs to reach the sender (RFC 3261 §8.2.6.2) from the lines past the cap.
         kept = lines[1 : MAX_HEADER_LINES + 1] + [line for line in lines[MAX_HEADER_LINES + 1 :] if _routes(line)]

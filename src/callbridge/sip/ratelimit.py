@@ -53,9 +53,14 @@ def new_dialog_method(data: bytes) -> bytes | None:
     if match is None:
         return None
     method = match.group(1).upper()
-    if method == b"SIP" or method in _EXEMPT or _TO_TAG.search(data):
+    if method == b"SIP" or method in _EXEMPT or has_to_tag(data):
         return None
     return method
+
+
+def has_to_tag(data: bytes) -> bool:
+    """Whether a raw message's To header carries a tag: it belongs to a dialog (RFC 3261 §12)."""
+    return _TO_TAG.search(data) is not None
 
 
 class TokenBuckets:

@@ -139,7 +139,7 @@ def _authorization_header(challenge_header: str) -> str:
 def backoff_delay(consecutive_failures: int, jitter: float) -> float:
     """Seconds to wait after the n-th failure in a row; ``jitter`` in [0, 1)."""
     exponent = max(consecutive_failures - 1, 0)
-    ceiling = min(BACKOFF_MAX_SECONDS, BACKOFF_BASE_SECONDS * 2 ** min(exponent, 16))
+    ceiling = min(BACKOFF_MAX_SECONDS, BACKOFF_BASE_SECONDS * (1 << min(exponent, 16)))
     return ceiling * (BACKOFF_JITTER_FLOOR + (1 - BACKOFF_JITTER_FLOOR) * jitter)
 
 

@@ -22,9 +22,9 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from .grammar import split_quoted
-from .headers import Headers
-from .message import Request, Response, make_response
+from .address import is_reliable
+from .message import Request, Response
+from .via import response_destination
 
 # RFC 3261 §17.1.1.1 / Table 4: timer base values (seconds).
 T1 = 0.5  # RTT estimate
@@ -44,10 +44,6 @@ class State(enum.Enum):
     COMPLETED = "completed"
     CONFIRMED = "confirmed"
     TERMINATED = "terminated"
-
-
-def is_reliable(address: Any) -> bool:
-    return getattr(address, "transport", "udp") != "udp"
 
 
 # -- events handed to the UA core ---------------------------------------------
@@ -81,15 +77,17 @@ class TransactionTimedOut:
 
 
 Event = RequestReceived | ResponseReceived | TransactionTimedOut
+# A §17.1.3 / §17.2.3 matching key: branch and method, plus sent-by or the RFC 2543 fallbacks.
+TransactionKey = tuple[str | int | None, ...]
 
 
 # -- transactions --------------------------------------------------------------
 
 
-def server_key(request: Request) -> tuple:
-    """RFC 3261 §17.2.3 matching key for a server transaction."""
+def server_key(request: Request, method: str | None = None) -> TransactionKey:
+    """RFC 3261 §17.2.3 matching key for a server transaction (``method``: match that one's instead)."""
     via = request.top_via
-    method = "INVITE" if request.method == "ACK" else request.method
+    method = method or ("INVITE" if request.method == "ACK" else request.method)
     branch = via.branch or ""
     if branch.startswith(MAGIC_COOKIE):
         return (branch, via.host, via.port, method)
@@ -97,7 +95,7 @@ def server_key(request: Request) -> tuple:
     return ("2543", request.call_id, request.from_addr.tag, request.cseq.number, method, via.host, via.port)
 
 
-def client_key(branch: str, method: str) -> tuple:
+def client_key(branch: str, method: str) -> TransactionKey:
     """RFC 3261 §17.1.3: branch plus CSeq method ("ACK" never has its own)."""
     return (branch, "INVITE" if method == "ACK" else method)
 
@@ -106,7 +104,7 @@ def client_key(branch: str, method: str) -> tuple:
 class ServerTransaction:
     request: Request
     source: Any
-    key: tuple
+    key: TransactionKey
     reliable: bool
     state: State
     last_response: Response | None = None
@@ -130,7 +128,7 @@ class ServerTransaction:
 class ClientTransaction:
     request: Request
     destination: Any
-    key: tuple
+    key: TransactionKey
     reliable: bool
     state: State
     wire: bytes
@@ -145,18 +143,22 @@ class ClientTransaction:
         return self.request.method == "INVITE"
 
 
+# (deadline, sequence, transaction, timer name) on the timer heap.
+_TimerEntry = tuple[float, int, "ServerTransaction | ClientTransaction", str]
+
+
 class TransactionLayer:
     """All client and server transactions of one SIP endpoint."""
 
     def __init__(self, *, t1: float = T1, t2: float = T2, t4: float = T4) -> None:
         self.t1, self.t2, self.t4 = t1, t2, t4
-        self._server: dict[tuple, ServerTransaction] = {}
-        self._client: dict[tuple, ClientTransaction] = {}
+        self._server: dict[TransactionKey, ServerTransaction] = {}
+        self._client: dict[TransactionKey, ClientTransaction] = {}
         # (Call-ID, CSeq number) → INVITE server transaction awaiting the ACK to its 2xx.
         self._awaiting_ack: dict[tuple[str, int], ServerTransaction] = {}
         self._outbox: list[tuple[bytes, Any]] = []
         self._events: deque[Event] = deque()
-        self._heap: list[tuple[float, int, Any, str]] = []
+        self._heap: list[_TimerEntry] = []
         self._sequence = itertools.count()
         # (Call-ID, CSeq number) → INVITE server transaction that sent a non-2xx final.
         self._completed_invites: dict[tuple[str, int], ServerTransaction] = {}
@@ -178,7 +180,7 @@ class TransactionLayer:
         tx.timers[name] = deadline
         heapq.heappush(self._heap, (deadline, next(self._sequence), tx, name))
 
-    def _live(self, entry: tuple) -> bool:
+    def _live(self, entry: _TimerEntry) -> bool:
         deadline, _, tx, name = entry
         return tx.timers.get(name) == deadline
 
@@ -205,17 +207,13 @@ class TransactionLayer:
     def counts(self) -> tuple[int, int]:
         return len(self._server), len(self._client)
 
-    def _all(self):
-        yield from self._server.values()
-        yield from self._client.values()
-
     # -- server side (RFC 3261 §17.2) -----------------------------------------
 
     def receive_request(self, request: Request, source: Any, now: float) -> None:
         key = server_key(request)
         tx = self._server.get(key)
         if request.method == "ACK":
-            self._receive_ack(request, source, key, tx, now)
+            self._receive_ack(request, source, tx, now)
             return
         if tx is not None:
             # A retransmission: absorb it and repeat the last response, if any
@@ -235,7 +233,7 @@ class TransactionLayer:
         self._server[key] = tx
         self._events.append(RequestReceived(request, source, tx))
 
-    def _receive_ack(self, ack: Request, source: Any, key: tuple, tx: ServerTransaction | None, now: float) -> None:
+    def _receive_ack(self, ack: Request, source: Any, tx: ServerTransaction | None, now: float) -> None:
         if tx is None:
             tx = self._completed_invite_for(ack)
         if tx is not None and tx.state is State.COMPLETED:
@@ -336,13 +334,8 @@ class TransactionLayer:
             del self._completed_invites[key]
 
     def find_server(self, request: Request) -> ServerTransaction | None:
-        """The server transaction a CANCEL refers to (RFC 3261 §9.2)."""
-        via = request.top_via
-        branch = via.branch or ""
-        if branch.startswith(MAGIC_COOKIE):
-            return self._server.get((branch, via.host, via.port, "INVITE"))
-        key = ("2543", request.call_id, request.from_addr.tag, request.cseq.number, "INVITE", via.host, via.port)
-        return self._server.get(key)
+        """The INVITE server transaction a CANCEL refers to (RFC 3261 §9.2)."""
+        return self._server.get(server_key(request, "INVITE"))
 
     # -- client side (RFC 3261 §17.1) -----------------------------------------
 
@@ -366,10 +359,6 @@ class TransactionLayer:
             self._arm(tx, "A" if invite else "E", now + self.t1)
         self._arm(tx, "B" if invite else "F", now + 64 * self.t1)
         return tx
-
-    def send_ack_for_2xx(self, ack: Request, destination: Any) -> None:
-        """ACK to a 2xx is sent by the UA core outside any transaction (§13.2.2.4)."""
-        self._outbox.append((ack.serialize(), destination))
 
     def send_stateless(self, response: Response, destination: Any) -> None:
         """Responses that need no transaction: 400s to garbage, §8.2.6 stateless replies."""
@@ -454,68 +443,25 @@ class TransactionLayer:
         tx.timers.clear()
         self._client.pop(tx.key, None)
 
-    def cancel_client(self, tx: ClientTransaction) -> None:
-        """Forget a client transaction early (e.g. the call was torn down)."""
-        self._terminate_client(tx)
 
-
-def response_destination(request: Request, source: Any) -> Any:
-    """Where responses go (RFC 3261 §18.2.2 with RFC 3581 §4 rport).
-
-    Streams answer on the connection the request came in on. Datagrams go to
-    the source address when the client asked for rport; otherwise to the
-    source IP and the Via port (the address it told us it listens on).
-    """
-    if is_reliable(source):
-        return source
-    via = request.top_via
-    if "rport" in via.params or via.port is None:
-        return source
-    if via.port == getattr(source, "port", None):
-        return source
-    return type(source)(source.host, via.port, source.transport) if hasattr(source, "host") else source
-
-
-def stamp_received(request: Request, source: Any) -> None:
-    """Add ``received``/``rport`` to the top Via (RFC 3261 §18.2.1, RFC 3581 §4)."""
-    vias = request.headers.get_all("Via")
-    if not vias or not hasattr(source, "host"):
-        return
-    top = request.top_via
-    changed = False
-    if top.host != source.host:
-        top.params["received"] = source.host
-        changed = True
-    if "rport" in top.params:
-        top.params["rport"] = str(source.port)
-        top.params.setdefault("received", source.host)
-        changed = True
-    if not changed:
-        return
-    # Rewrite only the first value of the first Via line; later hops stay verbatim.
-    parts = split_quoted(vias[0], ",")
-    parts[0] = str(top)
-    items = list(request.headers)
-    for index, (name, _) in enumerate(items):
-        if name == "Via":
-            items[index] = (name, ", ".join(part.strip() for part in parts))
-            break
-    request.headers = Headers(items)
+def request_on_invite_branch(method: str, invite: Request, to: str) -> Request:
+    """A CANCEL (RFC 3261 §9.1) or a 3xx–6xx ACK (§17.1.1.3): the INVITE's top Via (its branch),
+    Request-URI, Route, From, Call-ID and CSeq number, with ``method`` and the given To."""
+    request = Request(method=method, uri=invite.uri)
+    request.headers.add("Via", invite.headers.get_all("Via")[0])
+    for value in invite.headers.get_all("Route"):
+        request.headers.add("Route", value)
+    request.headers.add("Max-Forwards", "70")
+    request.headers.add("From", invite.headers.get("From") or "")
+    request.headers.add("To", to)
+    request.headers.add("Call-ID", invite.call_id)
+    request.headers.add("CSeq", f"{invite.cseq.number} {method}")
+    return request
 
 
 def build_non2xx_ack(invite: Request, response: Response) -> Request:
-    """RFC 3261 §17.1.1.3: the ACK for a 3xx–6xx reuses the INVITE's branch."""
-    ack = Request(method="ACK", uri=invite.uri)
-    ack.headers.add("Via", invite.headers.get_all("Via")[0])
-    for name in ("Route",):
-        for value in invite.headers.get_all(name):
-            ack.headers.add(name, value)
-    ack.headers.add("Max-Forwards", "70")
-    ack.headers.add("From", invite.headers.get("From") or "")
-    ack.headers.add("To", response.headers.get("To") or "")
-    ack.headers.add("Call-ID", invite.call_id)
-    ack.headers.add("CSeq", f"{invite.cseq.number} ACK")
-    return ack
+    """RFC 3261 §17.1.1.3: the ACK for a 3xx–6xx reuses the INVITE's branch and takes the response's To."""
+    return request_on_invite_branch("ACK", invite, response.headers.get("To") or "")
 
 
 __all__ = [
@@ -527,6 +473,4 @@ __all__ = [
     "TransactionLayer",
     "TransactionTimedOut",
     "build_non2xx_ack",
-    "make_response",
-    "stamp_received",
 ]

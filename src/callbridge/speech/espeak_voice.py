@@ -17,7 +17,7 @@ import numpy as np
 from callbridge.media.wavfile import read_wav
 
 from .audio import EMPTY_PCM, normalize_peak
-from .tts import check_rate
+from .rate import check_rate
 
 ESPEAK = "espeak-ng"
 DEFAULT_WPM = 175  # espeak-ng's own default speed; rate scales it
@@ -89,6 +89,7 @@ class EspeakSynthesizer:
             check=False,
         )
         if result.returncode != 0 or not result.stdout:
-            raise RuntimeError(f"espeak-ng failed ({result.returncode}): {result.stderr.decode(errors='replace').strip()}")
+            detail = result.stderr.decode(errors="replace").strip()
+            raise RuntimeError(f"espeak-ng failed ({result.returncode}): {detail}")
         pcm, rate_read = read_wav(result.stdout, target_rate=self.sample_rate)
         return normalize_peak(pcm)

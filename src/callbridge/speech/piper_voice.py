@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from .audio import EMPTY_PCM, PROMPT_PEAK
-from .tts import check_rate
+from .rate import check_rate
 
 
 @dataclass(frozen=True)

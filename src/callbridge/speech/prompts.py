@@ -8,7 +8,6 @@ prompt's text or voice makes a new file instead of replaying a stale one.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hashlib
 import json
@@ -23,9 +22,11 @@ from pathlib import Path
 import numpy as np
 
 from callbridge.media.wavfile import WavWriter, read_wav
+from callbridge.offload import run_files, run_speech
 
 from .audio import to_int16
-from .tts import Synthesizer, check_rate, synthesizer_for
+from .rate import check_rate
+from .tts import Synthesizer, synthesizer_for
 
 # Bump when post-processing changes (level, trimming) so old files are not reused.
 CACHE_FORMAT = 1
@@ -104,7 +105,16 @@ class PromptCache:
         cached = self.cached_pcm(spec, sample_rate)
         if cached is not None:
             return cached
-        return await asyncio.to_thread(self.pcm, spec, sample_rate)
+        # Reading a rendered prompt is file work, synthesising one speech work: a prompt
+        # already on disk must not wait behind the calls' transcriptions.
+        pcm = await run_files(self._pcm_if_rendered, spec, sample_rate)
+        if pcm is None:
+            await run_speech(self.render, spec)
+            pcm = await run_files(self.pcm, spec, sample_rate)
+        return pcm
+
+    def _pcm_if_rendered(self, spec: PromptSpec, sample_rate: int) -> np.ndarray | None:
+        return self.pcm(spec, sample_rate) if self.path_for(spec).exists() else None
 
     async def render_all(self, specs: Iterable[PromptSpec], progress: Progress | None = None) -> None:
         """Render every missing prompt off the event loop, reporting each one done.
@@ -115,7 +125,7 @@ class PromptCache:
         """
         unique = list(dict.fromkeys(specs))
         for done, spec in enumerate(unique, start=1):
-            await asyncio.to_thread(self.render, spec)
+            await run_speech(self.render, spec)
             if progress is not None:
                 progress(done, len(unique), spec)
 

@@ -7,13 +7,14 @@ and a phone gateway holds PCM in memory anyway.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import threading
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from callbridge.offload import run_speech
 
 from .audio import float32_at
 from .whisper_model import Progress, ensure_whisper_base
@@ -102,5 +103,5 @@ class Transcriber:
 
     async def transcribe_async(self, pcm: np.ndarray, sample_rate: int, *, language: str | None = None,
                                hints: list[str] | None = None) -> str:
-        """:meth:`transcribe` in a worker thread, keeping the event loop free."""
-        return await asyncio.to_thread(self.transcribe, pcm, sample_rate, language=language, hints=hints)
+        """:meth:`transcribe` in the speech pool, keeping the event loop free."""
+        return await run_speech(self.transcribe, pcm, sample_rate, language=language, hints=hints)

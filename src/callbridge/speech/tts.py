@@ -15,8 +15,10 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-MIN_RATE = 0.25
-MAX_RATE = 4.0
+from .rate import MAX_RATE, MIN_RATE, check_rate
+
+__all__ = ["MAX_RATE", "MIN_RATE", "Synthesizer", "UnsupportedLanguage", "UnsupportedVoice", "check_rate",
+           "supported_languages", "synthesize_stream", "synthesizer_for"]
 
 
 class UnsupportedLanguage(ValueError):
@@ -35,13 +37,6 @@ class Synthesizer(Protocol):
     def synthesize(self, text: str, *, rate: float = 1.0) -> np.ndarray:
         """int16 mono at ``sample_rate``; rate > 1 speaks faster."""
         ...
-
-
-def check_rate(rate: float) -> float:
-    rate = float(rate)
-    if not MIN_RATE <= rate <= MAX_RATE:
-        raise ValueError(f"speech rate must be within {MIN_RATE}..{MAX_RATE}, got {rate}")
-    return rate
 
 
 def _language_tag(language: str) -> str:
@@ -87,8 +82,10 @@ def synthesizer_for(language: str, voice: str | None = None) -> Synthesizer:
     espeak_voice = espeak_voice_for(voice or tag)
     if espeak_voice is None:
         if voice is not None:
-            raise UnsupportedVoice(f"no voice {voice!r} (piper voices: {sorted(PIPER_VOICES)}; or an espeak-ng language)")
-        raise UnsupportedLanguage(f"no offline voice for language {language!r}; supported: {sorted(supported_languages())}")
+            raise UnsupportedVoice(
+                f"no voice {voice!r} (piper voices: {sorted(PIPER_VOICES)}; or an espeak-ng language)")
+        raise UnsupportedLanguage(
+            f"no offline voice for language {language!r}; supported: {sorted(supported_languages())}")
     if espeak_voice.split("-")[0] != primary:
         raise UnsupportedVoice(f"espeak-ng voice {voice!r} does not speak {language!r}")
     return _espeak(espeak_voice)

@@ -59,6 +59,7 @@ class SileroVad:
         self._session = _session()
         self._rate = np.array(sample_rate, dtype=np.int64)
         self._input = np.zeros((1, CONTEXT_SAMPLES[sample_rate] + self.window), np.float32)
+        self._state: np.ndarray
         self.reset()
 
     def probability(self, window: np.ndarray) -> float:

@@ -1,1 +1,2 @@
-"""Protocol-faithful local stand-ins for cloud services (Bedrock, OpenAI Realtime), for tests and offline development."""
+"""Protocol-faithful local stand-ins for cloud services (Bedrock, OpenAI Realtime),
+for tests and offline development."""

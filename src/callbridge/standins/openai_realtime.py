@@ -25,6 +25,10 @@ the service on the paths a phone agent uses:
 Token counts in ``usage`` are estimates (4 characters or 50 ms of audio a token).
 
 Run outside tests: ``python -m callbridge.standins.openai_realtime --port 8765 --key test``.
+
+One module over the usual size because it is one server's session state machine: its event
+handlers share the conversation, response and audio-buffer state, and reading them together
+is how the stand-in is checked against the API reference.
 """
 
 from __future__ import annotations
@@ -265,11 +269,13 @@ class _Session:
 
     async def _expire(self, after_s: float) -> None:
         await asyncio.sleep(after_s)
-        self._expired = True  # from here the session takes nothing more, as the API's does
-        await self._stop_active("turn_detected", announce=False)
         minutes = f"{after_s / 60:g}"
         message = f"Your session hit the maximum duration of {minutes} minutes."
+        # From here the session takes nothing more, as the API's does; the client hears of it at
+        # once, with nothing awaited in between that would widen the window where input is lost.
+        self._expired = True
         await self._error("session_expired", message)
+        await self._stop_active("turn_detected", announce=False)
         await self.ws.close(1001, message)
 
     # -- input audio ----------------------------------------------------------------------
@@ -614,7 +620,8 @@ class OpenAIRealtimeStandin:
 
     def _check(self, connection: ServerConnection, request: Request) -> Response | None:
         url = urlsplit(request.path)
-        status, error = None, None
+        status: HTTPStatus | None = None
+        error: tuple[str, str, str | None] | None = None
         if url.path != PATH:
             status, error = HTTPStatus.NOT_FOUND, ("Invalid URL.", "invalid_request_error", None)
         elif request.headers.get("Authorization", "") != f"Bearer {self.key}":

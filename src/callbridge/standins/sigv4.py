@@ -183,7 +183,8 @@ class ChunkChain:
         signature = envelope.headers.get(":chunk-signature")
         if not isinstance(date, eventstream.HeaderValue) or date.type is not eventstream.HeaderType.TIMESTAMP:
             raise SignatureError("envelope without a :date timestamp header")
-        if not isinstance(signature, eventstream.HeaderValue) or signature.type is not eventstream.HeaderType.BYTE_ARRAY:
+        if (not isinstance(signature, eventstream.HeaderValue)
+                or signature.type is not eventstream.HeaderType.BYTE_ARRAY):
             raise SignatureError("envelope without a :chunk-signature byte-array header")
         assert isinstance(date.value, datetime.datetime) and isinstance(signature.value, bytes)
         timestamp = date.value.astimezone(datetime.UTC).strftime(TIMESTAMP_FORMAT)

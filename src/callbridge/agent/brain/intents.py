@@ -96,7 +96,8 @@ class _Validator:
             raise self.fail(path, f"{what} must be a mapping")
         for key in value:
             if key not in allowed:
-                raise self.fail(path + (key,), f"unknown key {key!r} in {what} (expected one of: {', '.join(sorted(allowed))})")
+                raise self.fail(path + (key,),
+                                f"unknown key {key!r} in {what} (expected one of: {', '.join(sorted(allowed))})")
         return value
 
     def text(self, value: Any, path: Path_, what: str) -> str:
@@ -138,7 +139,8 @@ class _Validator:
         fallback = self.mapping(top.get("fallback", {}), ("fallback",), "fallback", {"response"})
         fallback_response = DEFAULT_FALLBACK_RESPONSE
         if "response" in fallback:
-            fallback_response = self.template(fallback["response"], ("fallback", "response"), "fallback response", set(), False)
+            fallback_response = self.template(fallback["response"], ("fallback", "response"), "fallback response",
+                                              set(), False)
         return IntentsConfig(self.src.file, language, float(threshold), intents, fallback_response)
 
     def intent(self, name: Any, body: Any) -> Intent:
@@ -165,7 +167,8 @@ class _Validator:
         if "error_response" in body:
             if tool is None:
                 raise self.fail(path + ("error_response",), "error_response only applies to an intent with a tool")
-            error_response = self.template(body["error_response"], path + ("error_response",), "error_response", slot_names, False)
+            error_response = self.template(body["error_response"], path + ("error_response",), "error_response",
+                                           slot_names, False)
         return Intent(name, examples, slots, tool, action, response, error_response)
 
     def examples(self, value: Any, path: Path_, slot_names: set[str]) -> tuple[str, ...]:
@@ -176,7 +179,8 @@ class _Validator:
             example = self.text(example, path + (index,), "an example")
             for placeholder in _EXAMPLE_SLOT.findall(example):
                 if placeholder.strip() not in slot_names:
-                    raise self.fail(path + (index,), f"example uses {{{placeholder}}}, which is not a slot of this intent")
+                    raise self.fail(path + (index,),
+                                    f"example uses {{{placeholder}}}, which is not a slot of this intent")
             if not example_text(example):
                 raise self.fail(path + (index,), "an example needs words besides slot placeholders")
             out.append(example)
@@ -257,7 +261,7 @@ class IntentEngine:
             return {}
         similarities = self._example_vectors @ self.encoder.encode([utterance])[0]
         best: dict[str, float] = {}
-        for owner, similarity in zip(self._owners, similarities.tolist()):
+        for owner, similarity in zip(self._owners, similarities.tolist(), strict=True):
             if similarity > best.get(owner, -1.0):
                 best[owner] = similarity
         return dict(sorted(best.items(), key=lambda item: item[1], reverse=True))

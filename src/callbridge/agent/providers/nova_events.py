@@ -17,12 +17,7 @@ from typing import Any
 import numpy as np
 
 from callbridge.agent.realtime import (
-    ERROR_AUTH,
-    ERROR_INTERNAL,
-    ERROR_INVALID,
-    ERROR_SESSION_EXPIRED,
-    ERROR_THROTTLED,
-    ERROR_UNAVAILABLE,
+    ErrorCode,
     AgentAudio,
     AgentEvent,
     AgentTranscript,
@@ -44,21 +39,21 @@ QUIET_AUDIO_CHUNK_SAMPLES = 4096  # 256 ms, while the model is not waiting on th
 TEXT_PLAIN = {"mediaType": "text/plain"}
 
 # Bedrock stream exception names -> (contract code, recoverable)
-EXCEPTION_CODES: dict[str, tuple[str, bool]] = {
-    "modelTimeoutException": (ERROR_SESSION_EXPIRED, True),
-    "throttlingException": (ERROR_THROTTLED, True),
-    "serviceUnavailableException": (ERROR_UNAVAILABLE, True),
-    "internalServerException": (ERROR_INTERNAL, True),
-    "modelStreamErrorException": (ERROR_INTERNAL, True),
-    "validationException": (ERROR_INVALID, False),
-    "accessDeniedException": (ERROR_AUTH, False),
-    "invalidSignatureException": (ERROR_AUTH, False),
-    "unrecognizedClientException": (ERROR_AUTH, False),
-    "expiredTokenException": (ERROR_AUTH, False),
+EXCEPTION_CODES: dict[str, tuple[ErrorCode, bool]] = {
+    "modelTimeoutException": (ErrorCode.SESSION_EXPIRED, True),
+    "throttlingException": (ErrorCode.THROTTLED, True),
+    "serviceUnavailableException": (ErrorCode.UNAVAILABLE, True),
+    "internalServerException": (ErrorCode.INTERNAL, True),
+    "modelStreamErrorException": (ErrorCode.INTERNAL, True),
+    "validationException": (ErrorCode.INVALID, False),
+    "accessDeniedException": (ErrorCode.AUTH, False),
+    "invalidSignatureException": (ErrorCode.AUTH, False),
+    "unrecognizedClientException": (ErrorCode.AUTH, False),
+    "expiredTokenException": (ErrorCode.AUTH, False),
 }
 
 
-def classify_error(exc: BaseException) -> tuple[str, bool, str]:
+def classify_error(exc: BaseException) -> tuple[ErrorCode, bool, str]:
     """(code, recoverable, message) for an SDK exception or a transport failure.
 
     Modelled stream errors arrive as classes named after the exception member
@@ -77,12 +72,12 @@ def classify_error(exc: BaseException) -> tuple[str, bool, str]:
         if error_name.lower() in lowered:
             return code, recoverable, message
     if status in (401, 403):
-        return ERROR_AUTH, False, message
+        return ErrorCode.AUTH, False, message
     if status == 429:
-        return ERROR_THROTTLED, True, message
+        return ErrorCode.THROTTLED, True, message
     if status is not None and 400 <= status < 500:
-        return ERROR_INVALID, False, message
-    return ERROR_UNAVAILABLE, True, f"{name}: {message}"
+        return ErrorCode.INVALID, False, message
+    return ErrorCode.UNAVAILABLE, True, f"{name}: {message}"
 
 
 def split_utf8(text: str, limit: int = MAX_TEXT_INPUT_BYTES) -> list[str]:

@@ -49,7 +49,7 @@ from callbridge.agent.providers.nova_events import (
     error_event,
 )
 from callbridge.agent.realtime import (AgentAudio, AgentEvent, HistoryLimits, ProviderError, SessionSetup,
-                                       TurnEnded)
+                                       TurnEnded, let_reader_catch_up)
 
 log = logging.getLogger(__name__)
 
@@ -230,7 +230,7 @@ class NovaSonicBackend:
         try:
             async with asyncio.timeout(CLOSE_TIMEOUT_S):
                 await self._stream.input_stream.close()  # the signed empty envelope ends the body
-        except Exception as exc:  # the stream may already be gone; nothing left to tell anyone
+        except Exception as exc:  # noqa: BLE001 - the stream may already be gone; nothing left to tell anyone
             log.debug("closing Nova Sonic input stream: %s", exc)
         if self._reader is not None:
             await self._settle(self._reader)
@@ -264,7 +264,7 @@ class NovaSonicBackend:
         if output is not None:
             try:
                 await output.close()
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - a stream already gone has nothing to close
                 log.debug("closing Nova Sonic output stream: %s", exc)
 
     # -- the two tasks ----------------------------------------------------------------------
@@ -272,6 +272,8 @@ class NovaSonicBackend:
     async def _write_loop(self) -> None:
         while (item := await self._outgoing.get()) is not None:
             event, audio = item
+            if audio:
+                await let_reader_catch_up()
             if self._server_ended:
                 self._keep_unaccepted(audio)
                 continue
@@ -279,7 +281,7 @@ class NovaSonicBackend:
                 value=BidirectionalInputPayloadPart(bytes_=json.dumps(event).encode("utf-8")))
             try:
                 await self._stream.input_stream.send(chunk)
-            except Exception as exc:  # the reader reports why the stream ended
+            except Exception as exc:  # noqa: BLE001 - the reader reports why the stream ended
                 log.info("Nova Sonic input stream closed: %s", exc)
                 self._server_ended = True
                 self._keep_unaccepted(audio)
@@ -306,7 +308,7 @@ class NovaSonicBackend:
                     elif isinstance(agent_event, TurnEnded):
                         self._chunker.model_finished()
                     self._events.put_nowait(agent_event)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any stream failure becomes the session's error event
             self._server_ended = True  # before the session hears of it: it withdraws what was not taken
             error = error_event(exc)
             log.warning("Nova Sonic stream ended: %s (%s)", error.message, error.code)

@@ -24,11 +24,7 @@ import numpy as np
 
 from ...media.codecs.g711 import ulaw_decode, ulaw_encode
 from ..realtime import (
-    ERROR_AUTH,
-    ERROR_INTERNAL,
-    ERROR_INVALID,
-    ERROR_SESSION_EXPIRED,
-    ERROR_THROTTLED,
+    ErrorCode,
     AgentAudio,
     AgentEvent,
     AgentTranscript,
@@ -167,24 +163,24 @@ def _event(kind: str, event_id: str | None, **fields: Any) -> dict[str, Any]:
 
 # -- errors ---------------------------------------------------------------------------------
 
-def map_error(error: dict[str, Any]) -> tuple[str, bool]:
-    """An API ``error`` object -> (ERROR_* code, recoverable).
+def map_error(error: dict[str, Any]) -> tuple[ErrorCode, bool]:
+    """An API ``error`` object -> (its ErrorCode, recoverable).
 
     The session limit arrives as ``invalid_request_error`` with code ``session_expired``
     ("Your session hit the maximum duration of 60 minutes."), so the code wins over the type."""
     code = str(error.get("code") or "")
     kind = str(error.get("type") or "")
     if code == "session_expired":
-        return ERROR_SESSION_EXPIRED, True
+        return ErrorCode.SESSION_EXPIRED, True
     if code == "rate_limit_exceeded" or kind in ("rate_limit_error", "rate_limit_exceeded"):
-        return ERROR_THROTTLED, True
+        return ErrorCode.THROTTLED, True
     if code == "invalid_api_key" or kind in ("authentication_error", "permission_error"):
-        return ERROR_AUTH, False
+        return ErrorCode.AUTH, False
     if kind == "server_error" or code == "server_error":
-        return ERROR_INTERNAL, True
+        return ErrorCode.INTERNAL, True
     if kind == "invalid_request_error":
-        return ERROR_INVALID, True
-    return ERROR_INTERNAL, True
+        return ErrorCode.INVALID, True
+    return ErrorCode.INTERNAL, True
 
 
 def error_text(error: dict[str, Any]) -> str:
@@ -339,6 +335,7 @@ class ServerEventInterpreter:
             self.active_response = None
         state = self._responses.pop(response_id, _Response())
         status = body.get("status")
+        reason: Literal["completed", "interrupted", "tool_call", "error"]
         if status == "cancelled":
             reason = "interrupted"
         elif status == "failed":
@@ -357,7 +354,8 @@ class ServerEventInterpreter:
     def _usage(self, usage: dict[str, Any], output_samples: int) -> Usage:
         seconds_in = self._input_samples / self.audio.rate
         self._input_samples = 0
-        extra = {k: usage[k] for k in ("input_token_details", "output_token_details", "total_tokens") if k in usage}
+        extra: dict[str, Any] = {k: usage[k] for k in ("input_token_details", "output_token_details", "total_tokens")
+                                 if k in usage}
         return Usage(int(usage.get("input_tokens") or 0), int(usage.get("output_tokens") or 0),
                      seconds_in, output_samples / self.audio.rate, extra)
 

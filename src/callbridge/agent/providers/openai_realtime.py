@@ -45,16 +45,13 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 
 from ..realtime import (
-    ERROR_AUTH,
-    ERROR_INVALID,
-    ERROR_SESSION_EXPIRED,
-    ERROR_THROTTLED,
-    ERROR_UNAVAILABLE,
+    ErrorCode,
     AgentEvent,
     BackendError,
     HistoryLimits,
     ProviderError,
     SessionSetup,
+    let_reader_catch_up,
 )
 from . import openai_events as wire
 from .openai_events import AUDIO_FORMATS, AudioFormatName, ServerEventInterpreter, TurnDetection
@@ -144,7 +141,7 @@ class OpenAIRealtimeBackend:
 
     async def start(self, setup: SessionSetup) -> None:
         if not self.config.api_key:
-            raise ProviderError("no OpenAI API key (set OPENAI_API_KEY)", code=ERROR_AUTH, recoverable=False)
+            raise ProviderError("no OpenAI API key (set OPENAI_API_KEY)", code=ErrorCode.AUTH, recoverable=False)
         if self.config.temperature is not None:
             log.info("temperature=%s ignored: GA realtime sessions have no temperature", self.config.temperature)
         try:
@@ -160,7 +157,8 @@ class OpenAIRealtimeBackend:
                 await self._expect("session.updated")
         except TimeoutError:
             await self._abort()
-            raise ProviderError("OpenAI Realtime did not set up the session in time", code=ERROR_UNAVAILABLE) from None
+            raise ProviderError("OpenAI Realtime did not set up the session in time",
+                                code=ErrorCode.UNAVAILABLE) from None
         except ProviderError:
             await self._abort()
             raise
@@ -187,7 +185,7 @@ class OpenAIRealtimeBackend:
             raise ProviderError(f"OpenAI Realtime refused the connection: HTTP {status}", code=_http_code(status),
                                 recoverable=status not in (401, 403)) from exc
         except (OSError, InvalidHandshake, InvalidURI) as exc:
-            raise ProviderError(f"cannot reach OpenAI Realtime: {exc}", code=ERROR_UNAVAILABLE) from exc
+            raise ProviderError(f"cannot reach OpenAI Realtime: {exc}", code=ErrorCode.UNAVAILABLE) from exc
 
     async def _expect(self, kind: str) -> None:
         """Read until ``kind``; an ``error`` first fails the start with its mapped code."""
@@ -196,7 +194,7 @@ class OpenAIRealtimeBackend:
             try:
                 event = json.loads(await self._ws.recv())
             except ConnectionClosed as exc:
-                raise ProviderError(f"OpenAI Realtime closed during setup: {exc}", code=ERROR_UNAVAILABLE) from exc
+                raise ProviderError(f"OpenAI Realtime closed during setup: {exc}", code=ErrorCode.UNAVAILABLE) from exc
             except json.JSONDecodeError:
                 log.warning("undecodable event from OpenAI Realtime during setup")
                 continue
@@ -356,12 +354,14 @@ class OpenAIRealtimeBackend:
         try:
             await self._ws.send(json.dumps(event))
         except ConnectionClosed as exc:
-            raise ProviderError(f"OpenAI Realtime closed during setup: {exc}", code=ERROR_UNAVAILABLE) from exc
+            raise ProviderError(f"OpenAI Realtime closed during setup: {exc}", code=ErrorCode.UNAVAILABLE) from exc
 
     async def _write_loop(self) -> None:
         assert self._ws is not None
         while (item := await self._outbox.get()) is not None:
             message, pcm = item
+            if pcm is not None:
+                await let_reader_catch_up()
             if self._server_ended:
                 self._keep_unaccepted(pcm)
                 continue
@@ -404,9 +404,9 @@ class OpenAIRealtimeBackend:
         assert self._ws is not None
         code, reason = self._ws.close_code, self._ws.close_reason or ""
         if "maximum duration" in reason:  # the 60-minute limit, if its error event was lost
-            return BackendError(f"OpenAI Realtime session expired: {reason}", True, ERROR_SESSION_EXPIRED)
+            return BackendError(f"OpenAI Realtime session expired: {reason}", True, ErrorCode.SESSION_EXPIRED)
         detail = f"{code} {reason}".strip() if code is not None else "no close frame"
-        return BackendError(f"OpenAI Realtime connection closed: {detail}", True, ERROR_UNAVAILABLE)
+        return BackendError(f"OpenAI Realtime connection closed: {detail}", True, ErrorCode.UNAVAILABLE)
 
     def _end(self) -> None:
         if not self._ended:
@@ -421,11 +421,11 @@ class OpenAIRealtimeBackend:
                 log.debug("closing the OpenAI socket failed", exc_info=True)
 
 
-def _http_code(status: int) -> str:
+def _http_code(status: int) -> ErrorCode:
     if status in (401, 403):
-        return ERROR_AUTH
+        return ErrorCode.AUTH
     if status == 429:
-        return ERROR_THROTTLED
+        return ErrorCode.THROTTLED
     if status >= 500:
-        return ERROR_UNAVAILABLE
-    return ERROR_INVALID
+        return ErrorCode.UNAVAILABLE
+    return ErrorCode.INVALID

@@ -5,16 +5,18 @@ so a call's events survive a kill -9 of the process the moment the method
 returns. AsyncCallStore puts one writer thread in front of it for the asyncio
 app: writes are queued in order and their futures resolve after the commit.
 
-SQLite runs in WAL mode with synchronous=FULL: a commit returns only after the
-WAL is fsynced, so it also survives a power cut (https://sqlite.org/pragma.html#pragma_synchronous).
+SQLite runs in WAL mode with synchronous=FULL (engine.py): a commit returns only
+after the WAL is fsynced, so it also survives a power cut.
+
+About 600 lines: one class per side (sync core, async front) over the
+same five tables; the webhook outbox's few methods live with the rest because
+they share the engine and the one writer thread.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import math
 import queue
 import threading
 import time
@@ -23,113 +25,36 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config as AlembicConfig
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
+from callbridge.offload import run_store
+
+from .engine import create_engine, database_url, migrate, normalised, upsert
+from .search import CallFilter
 from .schema import CALL_COLUMNS, LOGGED_FIELDS, call_events, calls, transcripts, trunks, webhook_outbox
 
 log = logging.getLogger(__name__)
 
-SQLITE_FILE_NAME = "callbridge.db"
-# A reader in another thread may hold the database briefly; wait rather than fail.
-SQLITE_BUSY_TIMEOUT_MS = 5000
-MIGRATIONS_DIR = Path(__file__).parent / "migrations"
-# Any constant will do: it only has to be the same in every callbridge process.
-PG_MIGRATION_LOCK_ID = 0x63616C6C  # "call"
 # Per-call sequence numbers are max+1; two writers on one PostgreSQL database can
 # race for the same number, and the loser simply takes the next one.
 SEQ_CONFLICT_RETRIES = 5
 MAX_LIST_LIMIT = 1000
+# The rows of a whole-records read, in the order each call's rows come back.
+HEADER_ROW, EVENT_ROW, TRANSCRIPT_ROW = 0, 1, 2
+# Statuses of a call that has not ended (call/events.py CallStatus, all but hangup).
+UNFINISHED_STATUSES = ("dialing", "ringing", "active")
+# The overview's window reads at most this many calls (and their latency events).
+MAX_RECENT_CALLS = 5000
+LATENCY_EVENT = "latency"  # call/events.py TurnLatency.TYPE: one per agent turn, with "total" in ms
+
+
+# One event for append_events: (call_id, type, data, at).
+EventRow = tuple[str, str, dict[str, Any], float]
 
 
 class StoreClosed(RuntimeError):
     """A write reached an AsyncCallStore after close()."""
-
-
-def database_url(url: str | None, data_dir: Path) -> str:
-    """The SQLAlchemy URL for a configured database URL (None: SQLite under data_dir)."""
-    if url is None:
-        return f"sqlite:///{(Path(data_dir) / SQLITE_FILE_NAME).resolve()}"
-    for prefix in ("postgresql://", "postgres://"):
-        if url.startswith(prefix):
-            # psycopg 3 is the driver we ship; SQLAlchemy would otherwise pick psycopg2.
-            return "postgresql+psycopg://" + url[len(prefix):]
-    return url
-
-
-def _finite(value: Any) -> Any:
-    """The value with NaN/Infinity replaced by None: JSON (and PostgreSQL's json) has no such numbers."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {key: _finite(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(item) for item in value]
-    return value
-
-
-def to_json(value: Any) -> str:
-    """JSON for the database. Never fails on odd values: they are stored as their str()."""
-    try:
-        return json.dumps(value, default=str, ensure_ascii=False, allow_nan=False)
-    except ValueError:
-        return json.dumps(_finite(value), default=str, ensure_ascii=False, allow_nan=False)
-
-
-def _normalised(value: Any) -> Any:
-    """What a value reads back as after a trip through a JSON column."""
-    return json.loads(to_json(value))
-
-
-def _set_sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    try:
-        mode = cursor.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-        if str(mode).lower() != "wal":
-            log.warning("SQLite refused WAL mode (journal_mode=%s); commits stay durable but readers block writers", mode)
-        cursor.execute("PRAGMA synchronous=FULL")
-        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
-    finally:
-        cursor.close()
-
-
-def _create_engine(url: str) -> Engine:
-    if url.startswith("sqlite"):
-        # Connections move between the writer thread and reader threads through
-        # the pool; each is used by one thread at a time, which is all SQLite needs.
-        engine = sa.create_engine(url, json_serializer=to_json, connect_args={"check_same_thread": False})
-        sa.event.listen(engine, "connect", _set_sqlite_pragmas)
-        return engine
-    return sa.create_engine(url, json_serializer=to_json, pool_pre_ping=True)
-
-
-def _migrate(engine: Engine) -> None:
-    config = AlembicConfig()
-    config.set_main_option("script_location", str(MIGRATIONS_DIR))
-    with engine.begin() as connection:
-        if connection.dialect.name == "postgresql":
-            # Two processes starting at once would both try to create the tables.
-            connection.execute(sa.text("SELECT pg_advisory_xact_lock(:id)"), {"id": PG_MIGRATION_LOCK_ID})
-        config.attributes["connection"] = connection
-        command.upgrade(config, "head")
-
-
-def _upsert(connection: Connection, table: sa.Table, row: dict[str, Any], keys: list[str]) -> None:
-    dialect = connection.dialect.name
-    changes = {name: value for name, value in row.items() if name not in keys}
-    if dialect in ("sqlite", "postgresql"):
-        if dialect == "sqlite":
-            from sqlalchemy.dialects.sqlite import insert
-        else:
-            from sqlalchemy.dialects.postgresql import insert
-        statement = insert(table).values(**row).on_conflict_do_update(index_elements=keys, set_=changes)
-        connection.execute(statement)
-        return
-    where = sa.and_(*(table.c[key] == row[key] for key in keys))
-    if connection.execute(table.update().where(where).values(**changes)).rowcount == 0:
-        connection.execute(table.insert().values(**row))
 
 
 def _number(value: Any) -> float | None:
@@ -151,9 +76,9 @@ class CallStore:
         """Connect (None: SQLite in data_dir) and migrate the schema to the newest revision."""
         if url is None:
             Path(data_dir).mkdir(parents=True, exist_ok=True)
-        engine = _create_engine(database_url(url, data_dir))
+        engine = create_engine(database_url(url, data_dir))
         try:
-            _migrate(engine)
+            migrate(engine)
         except BaseException:
             engine.dispose()
             raise
@@ -186,7 +111,7 @@ class CallStore:
         row["updated_at"] = time.time()
         transcript = record.get("transcript")
         with self._engine.begin() as connection:
-            _upsert(connection, calls, row, ["id"])
+            upsert(connection, calls, row, ["id"])
             if isinstance(transcript, list):
                 self._sync_transcript(connection, call_id, transcript)
 
@@ -201,8 +126,9 @@ class CallStore:
             if not isinstance(entry, dict):
                 entry = {"text": str(entry)}
             if seq not in stored:
-                connection.execute(transcripts.insert().values(call_id=call_id, seq=seq, **self._transcript_columns(entry)))
-            elif stored[seq] != _normalised(entry):
+                connection.execute(
+                    transcripts.insert().values(call_id=call_id, seq=seq, **self._transcript_columns(entry)))
+            elif stored[seq] != normalised(entry):
                 connection.execute(
                     transcripts.update()
                     .where(transcripts.c.call_id == call_id, transcripts.c.seq == seq)
@@ -233,6 +159,34 @@ class CallStore:
         """Log one event of a call in its own committed transaction; returns its seq (1, 2, ... per call)."""
         return self._append_numbered(call_events, call_id, {"at": at, "type": type, "data": dict(data or {})})
 
+    def append_events(self, events: list[EventRow]) -> list[int]:
+        """Log several events, of one call or many, in one committed transaction; returns their seqs.
+
+        The journal hands over what queued up while the previous commit ran: one transaction (one WAL
+        fsync) for a batch instead of one per event, which is most of what a busy IVR caller costs."""
+        for attempt in range(SEQ_CONFLICT_RETRIES):
+            try:
+                with self._engine.begin() as connection:
+                    next_seq: dict[str, int] = {}
+                    for call_id in dict.fromkeys(call_id for call_id, *_ in events):
+                        next_seq[call_id] = int(connection.execute(
+                            sa.select(sa.func.coalesce(sa.func.max(call_events.c.seq), 0) + 1)
+                            .where(call_events.c.call_id == call_id)).scalar_one())
+                    rows, seqs = [], []
+                    for call_id, type, data, at in events:
+                        seq = next_seq[call_id]
+                        next_seq[call_id] = seq + 1
+                        seqs.append(seq)
+                        rows.append({"call_id": call_id, "seq": seq, "at": at, "type": type,
+                                     "data": dict(data or {})})
+                    if rows:
+                        connection.execute(call_events.insert(), rows)
+                return seqs
+            except IntegrityError:  # another writer (a cluster's reaper) took a number first
+                if attempt == SEQ_CONFLICT_RETRIES - 1:
+                    raise
+        raise AssertionError("unreachable")
+
     def append_transcript(self, call_id: str, entry: dict[str, Any]) -> None:
         """Log one transcript entry ({"role", "text", "at", ...}) of a call."""
         self._append_numbered(transcripts, call_id, self._transcript_columns(dict(entry)))
@@ -248,24 +202,54 @@ class CallStore:
             return [dict(row._mapping) for row in connection.execute(query)]
 
     def get_call(self, call_id: str) -> dict[str, Any] | None:
+        records = self._records(sa.select(calls).where(calls.c.id == call_id))
+        return records[0] if records else None
+
+    def _records(self, page: sa.Select[Any], totals: list[int] | None = None) -> list[dict[str, Any]]:
+        """Whole records (columns, extra, events, transcript) of the calls ``page`` selects, in one statement.
+
+        A page with a ``total`` column (a window count) appends its value to ``totals``.
+
+        The page becomes a CTE; its calls' events and transcript entries come
+        back through one UNION ALL, after a header row per call carrying its
+        extra JSON, so each call's columns repeat per row but its extra is
+        decoded once.
+        """
+        chosen = page.cte("page")
+        ids = sa.select(chosen.c.id).scalar_subquery()
+        no_at, no_type = sa.cast(sa.null(), sa.Double), sa.cast(sa.null(), sa.String(64))
+        logs = sa.union_all(
+            sa.select(chosen.c.id.label("call_id"), sa.literal(HEADER_ROW).label("kind"), sa.literal(0).label("seq"),
+                      no_at.label("at"), no_type.label("type"), chosen.c.extra.label("data")),
+            sa.select(call_events.c.call_id, sa.literal(EVENT_ROW), call_events.c.seq, call_events.c.at,
+                      call_events.c.type, call_events.c.data).where(call_events.c.call_id.in_(ids)),
+            sa.select(transcripts.c.call_id, sa.literal(TRANSCRIPT_ROW), transcripts.c.seq, transcripts.c.at,
+                      no_type, transcripts.c.entry).where(transcripts.c.call_id.in_(ids)),
+        ).subquery("logs")
+        counted = (chosen.c.total,) if "total" in chosen.c else ()
+        query = (
+            sa.select(*(chosen.c[name] for name in CALL_COLUMNS), *counted, logs.c.kind, logs.c.at, logs.c.type,
+                      logs.c.data)
+            .join_from(chosen, logs, logs.c.call_id == chosen.c.id)
+            .order_by(chosen.c.created_at.desc(), chosen.c.id.desc(), logs.c.kind, logs.c.seq)
+        )
+        records: list[dict[str, Any]] = []
         with self._engine.connect() as connection:
-            row = connection.execute(sa.select(calls).where(calls.c.id == call_id)).first()
-            if row is None:
-                return None
-            events = connection.execute(
-                sa.select(call_events.c.at, call_events.c.type, call_events.c.data)
-                .where(call_events.c.call_id == call_id)
-                .order_by(call_events.c.seq)
-            )
-            entries = connection.execute(
-                sa.select(transcripts.c.entry).where(transcripts.c.call_id == call_id).order_by(transcripts.c.seq)
-            )
-            record = {name: row._mapping[name] for name in CALL_COLUMNS}
-            record.update(row.extra)
-            # The same shape Call.log_event gives an event.
-            record["events"] = [{"at": at, "type": kind, **data} for at, kind, data in events]
-            record["transcript"] = [entry for (entry,) in entries]
-        return record
+            for row in connection.execute(query):
+                kind, data = row.kind, row.data
+                if kind == HEADER_ROW:
+                    if counted and totals is not None and not totals:
+                        totals.append(int(row.total))
+                    record = {name: row._mapping[name] for name in CALL_COLUMNS}
+                    record.update(data)
+                    record["events"], record["transcript"] = [], []
+                    records.append(record)
+                elif kind == EVENT_ROW:
+                    # The same shape Call.log_event gives an event.
+                    records[-1]["events"].append({"at": row.at, "type": row.type, **data})
+                else:
+                    records[-1]["transcript"].append(data)
+        return records
 
     def find_by_sip_call_id(self, sip_call_id: str) -> dict[str, Any] | None:
         """The newest call with this SIP Call-ID."""
@@ -295,12 +279,93 @@ class CallStore:
         with self._engine.connect() as connection:
             return [dict(row._mapping) for row in connection.execute(query)]
 
+    def list_call_records(self, *, limit: int = 50, offset: int = 0, status: str | None = None,
+                          worker: str | None = None) -> list[dict[str, Any]]:
+        """Like :meth:`list_calls`, but whole records as :meth:`get_call` gives them, read in one statement;
+        ``worker`` keeps one cluster worker's calls."""
+        limit = min(max(int(limit), 0), MAX_LIST_LIMIT)
+        offset = max(int(offset), 0)
+        if limit == 0:
+            return []
+        page = sa.select(calls)
+        if status is not None:
+            page = page.where(calls.c.status == status)
+        if worker is not None:
+            page = page.where(calls.c.worker == worker)
+        return self._records(page.order_by(calls.c.created_at.desc(), calls.c.id.desc()).limit(limit).offset(offset))
+
+    def search_call_records(self, where: CallFilter, *, limit: int = 50,
+                            offset: int = 0) -> tuple[list[dict[str, Any]], int]:
+        """One page of whole records matching ``where``, newest first, and how many match in all.
+
+        Paged in SQL; the total is a window count in the same statement (a second, plain COUNT only when
+        the page is empty, i.e. past the end)."""
+        limit = min(max(int(limit), 0), MAX_LIST_LIMIT)
+        offset = max(int(offset), 0)
+        conditions = where.conditions()
+        if limit > 0:
+            page = (sa.select(calls, sa.func.count().over().label("total")).where(*conditions)
+                    .order_by(calls.c.created_at.desc(), calls.c.id.desc()).limit(limit).offset(offset))
+            totals: list[int] = []
+            records = self._records(page, totals)
+            if records:
+                return records, totals[0]
+        with self._engine.connect() as connection:
+            total = connection.execute(sa.select(sa.func.count()).select_from(calls).where(*conditions)).scalar_one()
+        return [], int(total)
+
+    def stored_ids(self, ids: list[str]) -> set[str]:
+        """Which of these call ids the store has a record for (a live call's first save may still be queued)."""
+        if not ids:
+            return set()
+        with self._engine.connect() as connection:
+            return {row.id for row in connection.execute(sa.select(calls.c.id).where(calls.c.id.in_(ids)))}
+
+    def recent_activity(self, since: float, *, limit: int = MAX_RECENT_CALLS) -> dict[str, Any]:
+        """The newest ``limit`` calls created since ``since`` (created_at, status, end_reason) and their turn
+        latencies: what the console's overview counts. Bounded by ``limit`` however busy the hour was."""
+        recent = (sa.select(calls.c.id, calls.c.created_at, calls.c.status, calls.c.end_reason)
+                  .where(calls.c.created_at >= since)
+                  .order_by(calls.c.created_at.desc(), calls.c.id.desc()).limit(limit))
+        with self._engine.connect() as connection:
+            rows = [dict(row._mapping) for row in connection.execute(recent)]
+            ids = [row["id"] for row in rows]
+            latencies = connection.execute(
+                sa.select(call_events.c.data)
+                .where(call_events.c.call_id.in_(ids), call_events.c.type == LATENCY_EVENT)
+            ).scalars().all() if ids else []
+        totals = [total for data in latencies if (total := _number((data or {}).get("total"))) is not None]
+        return {"calls": rows, "turn_latency_ms": totals, "truncated": len(rows) >= limit}
+
+    # -- a cluster's unfinished calls (app/cluster/reaper.py) -------------------
+
+    def unfinished_calls(self, worker: str, *, limit: int = MAX_LIST_LIMIT) -> list[str]:
+        """Ids of the calls ``worker`` ran that have no end yet, oldest first."""
+        query = (
+            sa.select(calls.c.id)
+            .where(calls.c.worker == worker, calls.c.status.in_(UNFINISHED_STATUSES))
+            .order_by(calls.c.created_at, calls.c.id)
+            .limit(min(max(int(limit), 0), MAX_LIST_LIMIT))
+        )
+        with self._engine.connect() as connection:
+            return [row.id for row in connection.execute(query)]
+
+    def unfinished_workers(self) -> list[str]:
+        """The workers that have calls with no end yet."""
+        query = (
+            sa.select(calls.c.worker)
+            .where(calls.c.status.in_(UNFINISHED_STATUSES), calls.c.worker.is_not(None))
+            .distinct()
+        )
+        with self._engine.connect() as connection:
+            return sorted(row.worker for row in connection.execute(query))
+
     # -- trunks ----------------------------------------------------------------
 
     def save_trunk(self, kind: str, trunk_id: str, config: dict[str, Any]) -> None:
         row = {"kind": kind, "id": trunk_id, "config": dict(config), "updated_at": time.time()}
         with self._engine.begin() as connection:
-            _upsert(connection, trunks, row, ["kind", "id"])
+            upsert(connection, trunks, row, ["kind", "id"])
 
     def list_trunks(self, kind: str | None = None) -> list[dict[str, Any]]:
         """[{"kind", "id", "config", "updated_at"}] ordered by kind, then id."""
@@ -326,7 +391,9 @@ class CallStore:
                     url=url, event=event, payload=payload, created_at=now, attempts=0, next_attempt_at=now
                 )
             )
-        return int(result.inserted_primary_key[0])
+        key = result.inserted_primary_key
+        assert key is not None  # an INSERT of one row always has one
+        return int(key[0])
 
     def outbox_due(self, now: float, limit: int) -> list[dict[str, Any]]:
         """Pending deliveries due at `now`, oldest due first."""
@@ -395,7 +462,7 @@ class AsyncCallStore:
     A write's future resolves after its commit, so whatever the caller publishes
     after awaiting it is already durable. Writes run in the order they were
     called. A write whose caller is cancelled still happens. Reads run in the
-    default executor. close() drains queued writes, then closes the CallStore.
+    store pool (callbridge.offload). close() drains queued writes, then closes the CallStore.
     """
 
     def __init__(self, store: CallStore) -> None:
@@ -411,7 +478,7 @@ class AsyncCallStore:
             function, args, kwargs, future, loop = job
             try:
                 result, error = function(*args, **kwargs), None
-            except Exception as exc:  # handed to the awaiting caller
+            except Exception as exc:  # noqa: BLE001 - handed to the awaiting caller
                 result, error = None, exc
             try:
                 loop.call_soon_threadsafe(self._settle, future, result, error, function.__name__)
@@ -439,7 +506,7 @@ class AsyncCallStore:
         return await future
 
     async def _read(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        return await asyncio.to_thread(function, *args, **kwargs)
+        return await run_store(function, *args, **kwargs)
 
     # writes
     async def save_call(self, record: dict[str, Any]) -> None:
@@ -447,6 +514,9 @@ class AsyncCallStore:
 
     async def append_event(self, call_id: str, type: str, data: dict[str, Any], at: float) -> int:
         return await self._write(self.store.append_event, call_id, type, data, at)
+
+    async def append_events(self, events: list[EventRow]) -> list[int]:
+        return await self._write(self.store.append_events, events)
 
     async def append_transcript(self, call_id: str, entry: dict[str, Any]) -> None:
         await self._write(self.store.append_transcript, call_id, entry)
@@ -482,8 +552,29 @@ class AsyncCallStore:
     async def list_calls(self, *, limit: int = 50, offset: int = 0, status: str | None = None) -> list[dict[str, Any]]:
         return await self._read(self.store.list_calls, limit=limit, offset=offset, status=status)
 
+    async def list_call_records(self, *, limit: int = 50, offset: int = 0, status: str | None = None,
+                                worker: str | None = None) -> list[dict[str, Any]]:
+        return await self._read(self.store.list_call_records, limit=limit, offset=offset, status=status,
+                                worker=worker)
+
+    async def search_call_records(self, where: CallFilter, *, limit: int = 50,
+                                  offset: int = 0) -> tuple[list[dict[str, Any]], int]:
+        return await self._read(self.store.search_call_records, where, limit=limit, offset=offset)
+
+    async def stored_ids(self, ids: list[str]) -> set[str]:
+        return await self._read(self.store.stored_ids, ids)
+
+    async def recent_activity(self, since: float, *, limit: int = MAX_RECENT_CALLS) -> dict[str, Any]:
+        return await self._read(self.store.recent_activity, since, limit=limit)
+
     async def list_events(self, call_id: str, *, after_seq: int = 0) -> list[dict[str, Any]]:
         return await self._read(self.store.list_events, call_id, after_seq=after_seq)
+
+    async def unfinished_calls(self, worker: str, *, limit: int = MAX_LIST_LIMIT) -> list[str]:
+        return await self._read(self.store.unfinished_calls, worker, limit=limit)
+
+    async def unfinished_workers(self) -> list[str]:
+        return await self._read(self.store.unfinished_workers)
 
     async def list_trunks(self, kind: str | None = None) -> list[dict[str, Any]]:
         return await self._read(self.store.list_trunks, kind)
@@ -510,5 +601,5 @@ class AsyncCallStore:
             return
         self._closed = True
         self._jobs.put(None)
-        await asyncio.to_thread(self._writer.join)
+        await run_store(self._writer.join)
         self.store.close()

@@ -23,7 +23,7 @@ metadata = sa.MetaData(
 # sorted, indexed); every other field of the record goes to calls.extra as JSON.
 CALL_COLUMNS: tuple[str, ...] = (
     "id", "direction", "sip_call_id", "status", "end_reason", "caller", "caller_name",
-    "called", "trunk", "created_at", "answered_at", "ended_at", "recording", "route",
+    "called", "trunk", "created_at", "answered_at", "ended_at", "recording", "route", "worker",
 )
 # Rebuilt from their own tables, never stored in calls.extra.
 LOGGED_FIELDS: tuple[str, ...] = ("events", "transcript")
@@ -47,9 +47,11 @@ calls = sa.Table(
     sa.Column("route", sa.String(255)),
     sa.Column("extra", sa.JSON, nullable=False),
     sa.Column("updated_at", sa.Double, nullable=False),
+    sa.Column("worker", sa.String(64)),  # the cluster worker that ran the call (migration 0002)
     sa.Index(None, "sip_call_id"),
     sa.Index(None, "created_at"),
     sa.Index(None, "status", "created_at"),
+    sa.Index(None, "worker", "status"),  # a cluster's reaper: the calls a lost worker left unfinished
 )
 
 # No foreign keys to calls: the first events of a call are logged before the

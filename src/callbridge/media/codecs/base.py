@@ -7,7 +7,7 @@ frames), so the registry hands out factories, not shared instances.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol, runtime_checkable
+from typing import Protocol, cast, runtime_checkable
 
 import numpy as np
 from numpy.typing import NDArray
@@ -84,7 +84,7 @@ def as_pcm(pcm: NDArray[np.integer] | NDArray[np.floating]) -> PcmArray:
     """Contiguous 1-D int16 copy/view of ``pcm``; other dtypes are rounded and
     saturated (not rescaled) so a stray float frame cannot wrap around."""
     if pcm.__class__ is np.ndarray and pcm.dtype is _INT16 and pcm.ndim == 1:
-        return pcm  # the hot path: every frame the engine makes is already this
+        return cast(PcmArray, pcm)  # the hot path: every frame the engine makes is already this
     arr = np.asarray(pcm)
     if arr.ndim != 1:
         raise ValueError(f"expected mono 1-D samples, got shape {arr.shape}")

@@ -109,6 +109,10 @@ for _table in (ULAW_ENCODE_TABLE, ULAW_DECODE_TABLE, ALAW_ENCODE_TABLE, ALAW_DEC
     _table.setflags(write=False)
 
 
+_UINT8 = np.dtype(np.uint8)
+_UINT16 = np.dtype(np.uint16)
+
+
 class _TableCodec:
     """G.711 is a pair of lookup tables. Stateless, so one instance could be
     shared, but the registry still creates one per call for symmetry with
@@ -120,11 +124,13 @@ class _TableCodec:
     _encode_table: NDArray[np.uint8]
     _decode_table: NDArray[np.int16]
 
+    # ``take`` with a dtype object: the same lookup as ``table[indices]``, about half the
+    # per-frame cost (fancy indexing checks bounds and types that these indices always pass).
     def encode(self, pcm: PcmArray) -> bytes:
-        return self._encode_table[as_pcm(pcm).view(np.uint16)].tobytes()
+        return self._encode_table.take(as_pcm(pcm).view(_UINT16)).tobytes()
 
     def decode(self, payload: bytes) -> PcmArray:
-        return self._decode_table[np.frombuffer(payload, dtype=np.uint8)]
+        return self._decode_table.take(np.frombuffer(payload, _UINT8))
 
 
 class PcmuCodec(_TableCodec):

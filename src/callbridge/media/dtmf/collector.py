@@ -16,7 +16,6 @@ from .inband import InbandDtmfDetector
 from .rfc4733 import DEFAULT_CLOCK_RATE, Rfc4733Receiver
 
 InbandMode = Literal["auto", "always", "never"]
-INBAND_MODES: tuple[InbandMode, ...] = ("auto", "always", "never")
 
 
 def inband_wanted(mode: InbandMode, telephone_event_negotiated: bool) -> bool:

@@ -71,6 +71,8 @@ class InbandDigit(NamedTuple):
 
 
 _NO_DIGIT = -1
+# Chunks whose whole energy is under this share of the provable minimum skip the analysis.
+QUIET_MARGIN = 0.5
 # Tones are only accepted within 2.5 %: about half a bin at 1633 Hz.
 # Clamping keeps roll-off corrections finite for wild estimates on noise.
 _MAX_OFFSET_BINS = 0.6
@@ -125,6 +127,12 @@ class InbandDtmfDetector:
         self._quick_weights = np.concatenate((2 * self._max_gain, 2 * self._max_gain, [ratio]))
         self._quick_scale = ratio * n
         self._quick_floor = 4 * self._min_power  # both tones at the minimum level
+        # Quiet audio cannot pass that condition, so it skips the matrix products: by
+        # Cauchy-Schwarz a block of energy E gives at most E * sum(weight * |basis column|^2)
+        # on the left, and the right is at least the floor. Half the floor leaves room for
+        # rounding, so the shortcut only ever takes chunks the full test would reject.
+        column_energy = np.einsum("ij,ij->j", rect, rect)
+        self._quiet_energy = QUIET_MARGIN * self._quick_floor / float(column_energy @ self._quick_weights)
         self.reset()
 
     def reset(self) -> None:
@@ -145,13 +153,17 @@ class InbandDtmfDetector:
         if count <= 0:
             self._pending = buf
             return []
-        halves = buf[: (count + 1) * hop].reshape(count + 1, hop)
-        partial = halves @ self._split_basis
-        width = self._rect_basis.shape[1]
-        parts = partial[:-1, :width] + partial[1:, width:]
-        half_energy = np.einsum("ij,ij->i", halves, halves)
-        energy = half_energy[:-1] + half_energy[1:]
-        results = self._decide(parts, energy, lambda sel: buf[sel[:, None] * hop + self._span_index])
+        used = buf[: (count + 1) * hop]
+        if used @ used < self._quiet_energy:
+            results = None  # silence or line noise: no block could hold a tone (see __init__)
+        else:
+            halves = used.reshape(count + 1, hop)
+            partial = halves @ self._split_basis
+            width = self._rect_basis.shape[1]
+            parts = partial[:-1, :width] + partial[1:, width:]
+            half_energy = np.einsum("ij,ij->i", halves, halves)
+            energy = half_energy[:-1] + half_energy[1:]
+            results = self._decide(parts, energy, lambda sel: buf[sel[:, None] * hop + self._span_index])
         base = self._pending_start
         consumed = count * hop
         self._pending = buf[consumed:].copy()

@@ -23,7 +23,6 @@ DIGIT_TO_EVENT: dict[str, int] = {d: i for i, d in enumerate(DTMF_DIGITS)}
 PAYLOAD_FORMAT = struct.Struct("!BBH")
 PAYLOAD_SIZE = PAYLOAD_FORMAT.size  # 4
 END_BIT = 0x80
-RESERVED_BIT = 0x40
 VOLUME_MASK = 0x3F  # power level in -dBm0, 0..63 (§2.3.4)
 
 MAX_DURATION = 0xFFFF  # 16-bit duration field (§2.3.5)

@@ -3,7 +3,7 @@
 Everything is checked when the file loads, before a call is placed, so a
 typo fails in a second with file:line:column instead of half-way through a
 call. Each step becomes a small frozen dataclass that the runner
-(:mod:`.testcall`) dispatches on.
+(:mod:`.runner`) dispatches on.
 """
 
 from __future__ import annotations
