@@ -130,7 +130,7 @@ def test_browser_calls_the_demo_line_presses_1_1_and_hears_the_order_status(demo
     bars = transcript.locator(".latency-bar[role=img]")
     assert bars.count() == len(stamped), (bars.count(), stamped)
     stage_labels = {"vad": "VAD", "stt": "STT", "brain": "brain", "tts_first_audio": "TTS"}
-    for bar, latency in zip(bars.all(), stamped):
+    for bar, latency in zip(bars.all(), stamped, strict=True):
         expected = ", ".join(f"{label} {latency[key]} ms" for key, label in stage_labels.items() if key in latency)
         expected += f", total {latency['total']} ms" if "total" in latency else ""
         assert bar.get_attribute("aria-label") == expected
