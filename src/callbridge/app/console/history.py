@@ -51,8 +51,12 @@ async def call_page(calls: LiveCalls, store: SearchableRecords | None, query: Ca
     first = [c.to_record() for c in unsaved[offset:offset + limit]]
     stored, total = await store.search_call_records(where, limit=limit - len(first),
                                                     offset=max(offset - len(unsaved), 0))
-    records = first + [call.to_record() if (call := calls.calls.get(r["id"])) is not None else r for r in stored]
-    return _page(records, total + len(unsaved), query)
+    # A call saved between the two reads would be on the page twice: once as live, once as stored.
+    listed = {record["id"] for record in first}
+    saved_since = sum(r["id"] in listed for r in stored)
+    records = first + [call.to_record() if (call := calls.calls.get(r["id"])) is not None else r
+                       for r in stored if r["id"] not in listed]
+    return _page(records, total + len(unsaved) - saved_since, query)
 
 
 def _page(records: list[dict[str, Any]], total: int, query: CallQuery) -> dict[str, Any]:
