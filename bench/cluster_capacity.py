@@ -446,8 +446,10 @@ async def run(args: argparse.Namespace, base: Path) -> tuple[list[Row], dict, di
     try:
         if ONE in args.configs:
             (base / "one").mkdir(exist_ok=True)
+            sip_port = free_block(args.control_ports, 1, tcp=True)
+            http_port = free_block((sip_port + 1, args.control_ports[1]), 1, tcp=True)
             server, sip_port, _ = await asyncio.to_thread(start_server, base / "one", config=one_config, host=HOST,
-                                                          timeout=120)
+                                                          timeout=120, ports=(sip_port, http_port))
             targets[ONE] = Target(ONE, (HOST, sip_port), args.one_rtp, {"server": server.pid}, {}, (sip_port,))
         async with cluster_context(args, cluster_config, base) as cluster:
             if cluster is not None:

@@ -31,15 +31,17 @@ def free_port() -> int:
 
 def start_server(workdir: Path, *, config: Path | None = None, host: str | None = None,
                  log_level: str = "warning", timeout: float = 10.0,
-                 source: Path | None = None) -> tuple[subprocess.Popen, int, int]:
+                 source: Path | None = None,
+                 ports: tuple[int, int] | None = None) -> tuple[subprocess.Popen, int, int]:
     """Start ``callbridge serve`` on free ports; return (process, sip_port, http_port) once /healthz answers.
 
     stderr goes to ``workdir/server.log``. If the server exits early (a config
     error, say), RuntimeError carries the end of that log. ``source`` runs the
     package from another tree (a directory holding ``callbridge/``, put first
-    on PYTHONPATH), e.g. ``git archive HEAD src`` unpacked elsewhere.
+    on PYTHONPATH), e.g. ``git archive HEAD src`` unpacked elsewhere. ``ports`` (SIP, HTTP) are best
+    below the kernel's ephemeral range: a port picked there can be taken by any client before we bind it.
     """
-    sip, http = free_port(), free_port()
+    sip, http = ports if ports is not None else (free_port(), free_port())
     command = [sys.executable, "-m", "callbridge.app.cli", "serve"]
     if host is not None:
         command += ["--host", host]
