@@ -128,8 +128,9 @@ def test_every_page_works_from_the_keyboard_with_named_controls(line, page, arti
         page.keyboard.press("Enter")
         heading = page.get_by_role("heading", level=1, name=title)
         heading.wait_for()
-        # Focus moves to the new page's heading once the page has rendered (after its data loads).
-        page.wait_for_function("document.activeElement && document.activeElement.tagName === 'H1'",
+        # Focus moves to the new page's heading once the page has rendered (after its data loads). A function,
+        # not an expression: Playwright re-polls an expression with eval(), which the console's CSP refuses.
+        page.wait_for_function("() => document.activeElement && document.activeElement.tagName === 'H1'",
                                timeout=ACTION_TIMEOUT_MS)
         assert page.evaluate("document.activeElement.textContent.trim()") == title
     page.get_by_role("link", name="Agents & trunks", exact=True).focus()
