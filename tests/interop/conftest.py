@@ -38,19 +38,31 @@ def require_tool(name: str) -> str:
     return path
 
 
+# Where free_port looks: below the kernel's ephemeral ports (32768 up), where a client's connect() could
+# take the port between the probe and the server's bind, and below every block range here.
+FREE_PORT_RANGE = (2000, 10000)
+# Ports this test process handed out: a probe only sees what is bound now, and a server started with a
+# port may not have bound it yet when the next probe runs.
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    """A port free for both UDP and TCP (SIP listens on both)."""
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-            tcp.bind(("127.0.0.1", 0))
-            port = tcp.getsockname()[1]
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-                try:
-                    udp.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-            return port
-    raise RuntimeError("no free port")
+    """A port free for both UDP and TCP (SIP listens on both), never one this process handed out before."""
+    low, high = FREE_PORT_RANGE
+    start = random.randrange(low, high)
+    for port in list(range(start, high)) + list(range(low, start)):
+        if port in _handed_out:
+            continue
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp, \
+                    socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+                tcp.bind(("127.0.0.1", port))
+                udp.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        _handed_out.add(port)
+        return port
+    raise RuntimeError(f"no free port in {low}-{high}")
 
 
 # Where free_udp_block looks: below the kernel's ephemeral ports (32768 up), so it does not hand them to
