@@ -75,7 +75,7 @@ async def test_a_question_becomes_transcript_tool_call_and_spoken_answer(models)
     [call] = [e for e in events if isinstance(e, ToolCall)]
     assert json.loads(call.arguments) == {"order_id": "4572"}, user.text
     [said] = [e for e in events if isinstance(e, AgentTranscript)]
-    assert said.text == "Order 4572 is shipped. It is arriving on Thursday."
+    assert said.text == "Order number 4572 is shipped. It is arriving on Thursday."
     audio = np.concatenate([e.pcm for e in events if isinstance(e, AgentAudio)])
     assert len(audio) / backend.output_rate > 2.0 and np.abs(audio).max() > 3000
     [timing] = [e for e in events if isinstance(e, TurnTiming)]

@@ -69,7 +69,7 @@ def test_order_slot_and_replies(engine):
     match = engine.match("I'm calling about order four five seven two")
     assert match.intent == "order_status" and match.slots == {"order_id": "4572"} and match.missing == []
     result = {"status": "shipped", "detail": "It should arrive on Thursday."}
-    assert engine.reply(match, result) == "Order 4572 is shipped. It should arrive on Thursday."
+    assert engine.reply(match, result) == "Order number 4572 is shipped. It should arrive on Thursday."
     assert engine.reply(match, failed=True).startswith("Sorry, I could not look that order up")
 
 
