@@ -14,7 +14,10 @@ from typing import TYPE_CHECKING
 
 import uvicorn
 
+from ..call import events as ev
+from ..call.events import EndReason
 from ..call.manager import CallManager, MediaPolicy
+from ..call.media_watchdog import MediaWatchdog, check_interval
 from ..media.diskwriter import BackgroundFileWriter
 from ..media.pacer import MediaPacer
 from ..media.retention import CLEANUP_INTERVAL_S, RetentionPolicy, clean_recordings
@@ -179,6 +182,7 @@ class Server:
         self.bound: BoundPorts | None = None
         self._gc_task: asyncio.Task | None = None
         self._retention_task: asyncio.Task | None = None
+        self._media_watch_task: asyncio.Task | None = None
         self.registrations: RegistrationManager | None = None
         # One of several workers sharing live state in Redis (app/cluster/): registry, call owners, merged
         # events, the API forwarding to a call's worker. Without cluster.redis_url: none of it.
@@ -383,6 +387,9 @@ class Server:
         self._gc_task = asyncio.get_running_loop().create_task(collect_periodically(), name="gc")
         if self.recordings_dir is not None:
             self._retention_task = asyncio.get_running_loop().create_task(self._clean_recordings(), name="retention")
+        if self.config.media.media_timeout_s is not None:
+            self._media_watch_task = asyncio.get_running_loop().create_task(
+                self._end_silent_calls(MediaWatchdog(self.config.media.media_timeout_s)), name="media-watchdog")
         self.ready = True
         log.info("ready", extra={"sip_udp": self.bound.sip_udp, "sip_tcp": self.bound.sip_tcp,
                                  "sip_tls": self.bound.sip_tls, "http": http_port})
@@ -410,9 +417,20 @@ class Server:
                 log.warning("recordings cleanup failed: %s", exc)
             await asyncio.sleep(CLEANUP_INTERVAL_S)
 
+    async def _end_silent_calls(self, watchdog: MediaWatchdog) -> None:
+        """Calls whose far end stopped sending RTP end with BYE (call/media_watchdog.py)."""
+        while True:
+            await asyncio.sleep(check_interval(watchdog.timeout_s))
+            for silence in watchdog.silent(self.calls.active_calls, time.monotonic()):
+                call = silence.call
+                log.info("no RTP from the far end; ending the call", extra={
+                    "call_id": call.id, "silent_s": round(silence.seconds, 1)})
+                call.publish(ev.MediaTimedOut(silent_s=round(silence.seconds, 1)))
+                self.calls.hangup(call, EndReason.MEDIA_TIMEOUT)
+
     async def stop(self) -> None:
         self.ready = False
-        for task in (self._gc_task, self._retention_task):
+        for task in (self._gc_task, self._retention_task, self._media_watch_task):
             if task is not None:
                 task.cancel()
         self.bus.close()  # event streams end, so the HTTP server can stop

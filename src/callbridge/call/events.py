@@ -47,6 +47,8 @@ class EndReason(enum.StrEnum):
     # A draining worker (app/drain.py) ended the call with BYE: at server.drain_deadline_s, or
     # at once on a second SIGTERM/SIGINT.
     DRAIN_DEADLINE = "drain_deadline"
+    # The far end sent no RTP for media.media_timeout_s (call/media_watchdog.py): gone without a BYE.
+    MEDIA_TIMEOUT = "media_timeout"
     SHUTDOWN = "shutdown"
 
 
@@ -180,6 +182,12 @@ class RingingTimedOut(CallEvent):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class MaxDurationReached(CallEvent):
     TYPE: ClassVar[str] = "max_duration_reached"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MediaTimedOut(CallEvent):
+    TYPE: ClassVar[str] = "media_timeout"
+    silent_s: float  # how long the far end had sent no RTP
 
 
 # -- keys ---------------------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ import { clear, errorBox, formatDuration, formatTime, h, heading, statusBadge, t
 const PAGE_SIZE = 25;
 const STATUSES = ['dialing', 'ringing', 'active', 'hangup'];
 const END_REASONS = ['caller_hangup', 'agent_hangup', 'transfer', 'busy', 'no_answer', 'rejected', 'failed',
-  'timeout', 'error', 'no_media_ports', 'worker_lost', 'drain_deadline', 'shutdown'];
+  'timeout', 'error', 'no_media_ports', 'worker_lost', 'drain_deadline', 'shutdown', 'media_timeout'];
 const FIELDS = ['number', 'status', 'end_reason', 'direction', 'since', 'until'];
 
 function field(label, control) {
