@@ -156,7 +156,7 @@ def test_resources_return_to_baseline_after_many_calls(server_factory, tmp_path)
                              f"tasks now {server.get('/api/media')['asyncio_tasks']}") from None
     # Only the service's own long-lived tasks remain (the pacer starts with the first call and stays).
     names = server.get("/api/media")["asyncio_tasks"]
-    assert {n for n in names if not n.startswith("Task-")} <= {"gc", "http", "journal", "media-pacer", "retention",
-                                                               "webhooks"}
+    assert {n for n in names if not n.startswith("Task-")} <= {"gc", "http", "journal", "media-pacer", "media-watchdog",
+                                                               "retention", "webhooks"}
     assert sum(n.startswith("Task-") for n in names) <= 2, names  # the main task and this request's
     assert len(server.calls()) == 7  # all still listed, now from the store
