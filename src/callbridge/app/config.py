@@ -162,8 +162,9 @@ class MediaConfig(_Strict):
     recordings_max_bytes: int | None = Field(
         10 * 1024**3, gt=0, description="recordings beyond this total are deleted, oldest first; null = no quota")
     media_timeout_s: float | None = Field(
-        60.0, ge=1, le=3600, description="an answered call whose far end sends no RTP this long is ended "
-                                         "(end reason media_timeout); calls on hold are exempt; null = never")
+        60.0, ge=1, le=3600, allow_inf_nan=False,
+        description="an answered call whose far end sends no RTP this long is ended "
+                    "(end reason media_timeout); calls on hold are exempt; null = never")
 
     @field_validator("music_on_hold")
     @classmethod

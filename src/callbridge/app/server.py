@@ -425,8 +425,11 @@ class Server:
                 call = silence.call
                 log.info("no RTP from the far end; ending the call", extra={
                     "call_id": call.id, "silent_s": round(silence.seconds, 1)})
-                call.publish(ev.MediaTimedOut(silent_s=round(silence.seconds, 1)))
-                self.calls.hangup(call, EndReason.MEDIA_TIMEOUT)
+                try:
+                    call.publish(ev.MediaTimedOut(silent_s=round(silence.seconds, 1)))
+                    self.calls.hangup(call, EndReason.MEDIA_TIMEOUT)
+                except Exception:  # noqa: BLE001 - one call's failure must not stop the watch over the rest
+                    log.exception("could not end silent call %s", call.id)
 
     async def stop(self) -> None:
         self.ready = False
